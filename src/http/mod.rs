@@ -1,0 +1,1 @@
+//! HTTP servers: /healthz, /livez, /metrics, health-check node ports.

@@ -1,0 +1,1 @@
+//! iptables mode: planner, rule rendering and diff (upstream's chain layout).

@@ -1,0 +1,1 @@
+//! IPVS mode: planner and diff.

@@ -1,0 +1,2 @@
+//! `--manifests DIR`: Services, EndpointSlices, Endpoints and Nodes from
+//! YAML/JSON files, reloaded on change.
