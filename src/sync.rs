@@ -1,1 +1,230 @@
-//! The sync loop.
+//! The sync loop: source events mark the state dirty; a bounded-frequency
+//! runner applies at most once per min-sync-period and at least once per
+//! sync-period. Every sync re-reads the live kernel, so drift made by hand is
+//! repaired by the next periodic sync.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::cluster::{ClusterState, Problem, ServiceName, SourceEvent};
+use crate::config::ProxyMode;
+
+/// What one sync did.
+#[derive(Clone, Debug, Default)]
+pub struct SyncOutcome {
+    /// Kernel operations applied, by kind (`add_virtual_server`, `restore_rules`, ...).
+    pub ops: BTreeMap<&'static str, u64>,
+    /// Operations the kernel refused, and anything else that kept the sync
+    /// from being complete; each names the object and the reason.
+    pub errors: Vec<String>,
+    /// Objects skipped while planning (bad input), each with its reason.
+    pub problems: Vec<Problem>,
+    /// Service ports with Local traffic policy and no local endpoint.
+    pub no_local_endpoints: u64,
+}
+
+impl SyncOutcome {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub fn total_ops(&self) -> u64 {
+        self.ops.values().sum()
+    }
+}
+
+/// One proxy mode's way of programming the kernel.
+pub trait Proxier: Send {
+    fn mode(&self) -> ProxyMode;
+    /// Bring the kernel to the plan for `state`. `changed` lists the Services
+    /// changed since the last sync, or is None when everything must be
+    /// considered (first sync, periodic resync, node change).
+    fn sync(
+        &mut self,
+        state: &ClusterState,
+        changed: Option<&BTreeSet<ServiceName>>,
+    ) -> SyncOutcome;
+    /// The operations a sync would perform now, as readable lines. Changes nothing.
+    fn dry_run(&mut self, state: &ClusterState) -> anyhow::Result<Vec<String>>;
+    /// Remove everything this mode owns in the kernel; keeps going after an
+    /// error and returns all of them.
+    fn cleanup(&mut self) -> Vec<String>;
+}
+
+/// A completed sync, as observers see it.
+#[derive(Clone, Debug)]
+pub struct SyncReport {
+    pub started: SystemTime,
+    pub duration: Duration,
+    pub full: bool,
+    pub outcome: SyncOutcome,
+    /// Service/endpoint changes folded into this sync.
+    pub service_changes: u64,
+    pub endpoint_changes: u64,
+    /// Endpoint change trigger times (unix ms) of the slices applied by this sync.
+    pub trigger_times: Vec<i64>,
+}
+
+/// Health and metrics hook into the loop.
+pub trait SyncObserver: Send + Sync {
+    /// State changed; a sync is pending.
+    fn queued(&self) {}
+    fn synced(&self, _report: &SyncReport) {}
+    /// The source lost or regained its connection.
+    fn source_connected(&self, _connected: bool) {}
+}
+
+/// An observer that ignores everything.
+pub struct NoObserver;
+impl SyncObserver for NoObserver {}
+
+/// Timing of the bounded-frequency runner.
+#[derive(Clone, Copy, Debug)]
+pub struct Periods {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// How the loop ends.
+#[derive(Debug)]
+pub enum Exit {
+    /// `--once`: the outcome of the single sync.
+    Once(SyncOutcome),
+    /// The sources went away (channel closed).
+    SourcesClosed,
+}
+
+pub struct SyncLoop<P: Proxier> {
+    pub proxier: P,
+    pub state: ClusterState,
+    pub periods: Periods,
+    pub observer: Arc<dyn SyncObserver>,
+    /// Sync once after the sources report `Synced`, then return.
+    pub once: bool,
+}
+
+impl<P: Proxier> SyncLoop<P> {
+    /// Fold one event into the state; returns true when the state changed
+    /// in a way that needs a sync.
+    fn absorb(&mut self, ev: SourceEvent, synced: &mut bool) -> bool {
+        match ev {
+            SourceEvent::Synced => {
+                *synced = true;
+                true
+            }
+            SourceEvent::Connected(c) => {
+                if !c {
+                    tracing::warn!(
+                        "source disconnected: keeping the programmed rules and repairing drift from the last known state"
+                    );
+                } else {
+                    tracing::info!("source connected");
+                }
+                self.observer.source_connected(c);
+                false
+            }
+            ev => {
+                for p in self.state.apply(ev) {
+                    tracing::warn!(object = %p.object, "{}", p.reason);
+                }
+                true
+            }
+        }
+    }
+
+    fn run_sync(&mut self, full: bool) -> SyncReport {
+        let started = SystemTime::now();
+        let t0 = Instant::now();
+        let (svc0, ep0) = (self.state.service_changes, self.state.endpoint_changes);
+        let changes = self.state.take_changes();
+        let changed = if full { None } else { changes.as_ref() };
+        let outcome = self.proxier.sync(&self.state, changed);
+        let trigger_times = changes
+            .iter()
+            .flatten()
+            .flat_map(|svc| self.state.slices_for(svc))
+            .filter_map(|s| s.trigger_time)
+            .collect();
+        let report = SyncReport {
+            started,
+            duration: t0.elapsed(),
+            full,
+            service_changes: self.state.service_changes - svc0,
+            endpoint_changes: self.state.endpoint_changes - ep0,
+            trigger_times,
+            outcome,
+        };
+        for e in &report.outcome.errors {
+            tracing::error!("{e}");
+        }
+        tracing::info!(
+            mode = %self.proxier.mode(),
+            full,
+            ops = report.outcome.total_ops(),
+            errors = report.outcome.errors.len(),
+            elapsed_ms = report.duration.as_secs_f64() * 1e3,
+            "sync done"
+        );
+        self.observer.synced(&report);
+        report
+    }
+
+    /// Run until the sources close (or, with `once`, until one sync is done).
+    pub async fn run(mut self, mut events: UnboundedReceiver<SourceEvent>) -> Exit {
+        let mut synced = false;
+        let mut dirty = false;
+        let mut last_sync: Option<Instant> = None;
+        let mut needs_full = true;
+        loop {
+            let now = Instant::now();
+            let due_periodic = last_sync.is_none_or(|t| now >= t + self.periods.max);
+            let min_ok = last_sync.is_none_or(|t| now >= t + self.periods.min);
+            if synced && ((dirty && min_ok) || due_periodic) {
+                let full = needs_full || due_periodic;
+                let report = tokio::task::block_in_place(|| self.run_sync(full));
+                last_sync = Some(Instant::now());
+                dirty = false;
+                // A failed sync is retried in full at the next opportunity.
+                needs_full = !report.outcome.ok();
+                if needs_full {
+                    dirty = true;
+                }
+                if self.once {
+                    return Exit::Once(report.outcome);
+                }
+                continue;
+            }
+            let deadline = match last_sync {
+                None => None,
+                Some(t) if dirty => Some(t + self.periods.min.max(Duration::from_millis(1))),
+                Some(t) => Some(t + self.periods.max),
+            };
+            let ev = match deadline {
+                Some(d) => {
+                    match tokio::time::timeout_at(tokio::time::Instant::from_std(d), events.recv())
+                        .await
+                    {
+                        Ok(ev) => ev,
+                        Err(_) => continue,
+                    }
+                }
+                None => events.recv().await,
+            };
+            let Some(ev) = ev else {
+                return Exit::SourcesClosed;
+            };
+            let mut changed = self.absorb(ev, &mut synced);
+            // Drain what is already queued so a burst becomes one sync.
+            while let Ok(ev) = events.try_recv() {
+                changed |= self.absorb(ev, &mut synced);
+            }
+            if changed {
+                dirty = true;
+                self.observer.queued();
+            }
+        }
+    }
+}

@@ -42,7 +42,10 @@ pub fn service(_s: &core::Service, _o: &ConvertOptions) -> Converted<Service> {
     Err(unimplemented_ref(Kind::Service))
 }
 
-pub fn endpoint_slice(_s: &discovery::EndpointSlice, _o: &ConvertOptions) -> Converted<EndpointSlice> {
+pub fn endpoint_slice(
+    _s: &discovery::EndpointSlice,
+    _o: &ConvertOptions,
+) -> Converted<EndpointSlice> {
     Err(unimplemented_ref(Kind::EndpointSlice))
 }
 

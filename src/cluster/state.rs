@@ -259,12 +259,14 @@ impl ClusterState {
                     problems
                 })
             }
-            Object::Endpoints(e) => convert::endpoints(e, &self.options).map(|(slices, problems)| {
-                // Endpoints are named after their Service.
-                let svc = ServiceName::new(&r.namespace, &r.name);
-                self.put_slices(r.clone(), svc, slices);
-                problems
-            }),
+            Object::Endpoints(e) => {
+                convert::endpoints(e, &self.options).map(|(slices, problems)| {
+                    // Endpoints are named after their Service.
+                    let svc = ServiceName::new(&r.namespace, &r.name);
+                    self.put_slices(r.clone(), svc, slices);
+                    problems
+                })
+            }
             Object::Node(_) if !self.is_this_node(&r.name) => Ok(Vec::new()),
             Object::Node(n) => convert::node(n).map(|node| {
                 if self.node.as_ref() != Some(&node) {
@@ -342,7 +344,9 @@ impl ClusterState {
                     self.endpoint_changes += 1;
                     let svc = match old.first() {
                         Some(s) => s.service_name(),
-                        None if r.kind == Kind::Endpoints => ServiceName::new(&r.namespace, &r.name),
+                        None if r.kind == Kind::Endpoints => {
+                            ServiceName::new(&r.namespace, &r.name)
+                        }
                         None => return,
                     };
                     // An empty mirrored set was still indexed under its Service.

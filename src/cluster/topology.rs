@@ -9,9 +9,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::model::{
-    AddressType, EndpointSlice, IpFamily, Service, ServicePort, TrafficPolicy,
-};
+use super::model::{AddressType, EndpointSlice, IpFamily, Service, ServicePort, TrafficPolicy};
 use super::state::{Kind, ObjectRef, Problem};
 
 /// One endpoint of one Service port, resolved to an address and a port.
@@ -171,7 +169,10 @@ fn topology_mode(endpoints: &[PortEndpoint], node: &NodeView<'_>) -> TopologyMod
         }
         if ep.zone_hints.is_empty() {
             all_zone = false;
-        } else if node.zone.is_some_and(|z| ep.zone_hints.iter().any(|h| h == z)) {
+        } else if node
+            .zone
+            .is_some_and(|z| ep.zone_hints.iter().any(|h| h == z))
+        {
             for_zone = true;
         }
     }
@@ -297,8 +298,15 @@ mod tests {
 
     #[test]
     fn ready_endpoints_win_over_terminating() {
-        let s = svc(TrafficPolicy::Cluster, TrafficPolicy::Cluster, ServiceType::ClusterIp);
-        let eps = [ep(1, true, true, false, false), ep(2, false, true, true, false)];
+        let s = svc(
+            TrafficPolicy::Cluster,
+            TrafficPolicy::Cluster,
+            ServiceType::ClusterIp,
+        );
+        let eps = [
+            ep(1, true, true, false, false),
+            ep(2, false, true, true, false),
+        ];
         let c = categorize(&s, &eps, &NODE);
         assert_eq!(addrs(&c.cluster), vec![1]);
         assert!(c.has_any);
@@ -306,7 +314,11 @@ mod tests {
 
     #[test]
     fn serving_terminating_used_when_nothing_is_ready() {
-        let s = svc(TrafficPolicy::Cluster, TrafficPolicy::Cluster, ServiceType::ClusterIp);
+        let s = svc(
+            TrafficPolicy::Cluster,
+            TrafficPolicy::Cluster,
+            ServiceType::ClusterIp,
+        );
         let eps = [
             ep(1, false, false, true, false), // terminating, not serving: never
             ep(2, false, true, true, false),
@@ -318,8 +330,15 @@ mod tests {
 
     #[test]
     fn local_policy_keeps_only_this_nodes_endpoints_without_cluster_fallback() {
-        let s = svc(TrafficPolicy::Cluster, TrafficPolicy::Local, ServiceType::NodePort);
-        let eps = [ep(1, true, true, false, false), ep(2, true, true, false, true)];
+        let s = svc(
+            TrafficPolicy::Cluster,
+            TrafficPolicy::Local,
+            ServiceType::NodePort,
+        );
+        let eps = [
+            ep(1, true, true, false, false),
+            ep(2, true, true, false, true),
+        ];
         let c = categorize(&s, &eps, &NODE);
         assert_eq!(addrs(c.external(&s)), vec![2]);
         assert_eq!(addrs(c.internal(&s)), vec![1, 2]);
@@ -327,20 +346,34 @@ mod tests {
         let remote_only = [ep(1, true, true, false, false)];
         let c = categorize(&s, &remote_only, &NODE);
         assert!(c.external(&s).is_empty());
-        assert!(c.has_any, "remote endpoints exist: traffic is dropped, not rejected");
+        assert!(
+            c.has_any,
+            "remote endpoints exist: traffic is dropped, not rejected"
+        );
     }
 
     #[test]
     fn local_policy_falls_back_to_local_serving_terminating() {
-        let s = svc(TrafficPolicy::Local, TrafficPolicy::Cluster, ServiceType::ClusterIp);
-        let eps = [ep(1, true, true, false, false), ep(2, false, true, true, true)];
+        let s = svc(
+            TrafficPolicy::Local,
+            TrafficPolicy::Cluster,
+            ServiceType::ClusterIp,
+        );
+        let eps = [
+            ep(1, true, true, false, false),
+            ep(2, false, true, true, true),
+        ];
         let c = categorize(&s, &eps, &NODE);
         assert_eq!(addrs(c.internal(&s)), vec![2]);
     }
 
     #[test]
     fn zone_hints_narrow_cluster_endpoints_only_when_complete() {
-        let s = svc(TrafficPolicy::Cluster, TrafficPolicy::Cluster, ServiceType::ClusterIp);
+        let s = svc(
+            TrafficPolicy::Cluster,
+            TrafficPolicy::Cluster,
+            ServiceType::ClusterIp,
+        );
         let mut a = ep(1, true, true, false, false);
         a.zone_hints = vec!["zone-a".into()];
         let mut b = ep(2, true, true, false, false);
@@ -350,12 +383,20 @@ mod tests {
 
         let bare = ep(3, true, true, false, false);
         let c = categorize(&s, &[a, b, bare], &NODE);
-        assert_eq!(addrs(&c.cluster), vec![1, 2, 3], "one endpoint without hints disables them");
+        assert_eq!(
+            addrs(&c.cluster),
+            vec![1, 2, 3],
+            "one endpoint without hints disables them"
+        );
     }
 
     #[test]
     fn node_hints_take_precedence() {
-        let s = svc(TrafficPolicy::Cluster, TrafficPolicy::Cluster, ServiceType::ClusterIp);
+        let s = svc(
+            TrafficPolicy::Cluster,
+            TrafficPolicy::Cluster,
+            ServiceType::ClusterIp,
+        );
         let mut a = ep(1, true, true, false, true);
         a.node_hints = vec!["node-1".into()];
         a.zone_hints = vec!["zone-a".into()];

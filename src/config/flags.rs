@@ -217,7 +217,10 @@ impl Flags {
             (self.ipvs_sync_period, &mut c.ipvs_sync_period),
             (self.ipvs_min_sync_period, &mut c.ipvs_min_sync_period),
             (self.iptables_sync_period, &mut c.iptables_sync_period),
-            (self.iptables_min_sync_period, &mut c.iptables_min_sync_period),
+            (
+                self.iptables_min_sync_period,
+                &mut c.iptables_min_sync_period,
+            ),
             (self.ipvs_tcp_timeout, &mut c.ipvs_tcp_timeout),
             (self.ipvs_tcpfin_timeout, &mut c.ipvs_tcpfin_timeout),
             (self.ipvs_udp_timeout, &mut c.ipvs_udp_timeout),
@@ -322,8 +325,14 @@ mod tests {
         assert_eq!(c.mode, None);
         assert_eq!(c.ipvs_scheduler, "rr");
         assert_eq!(c.ipvs_sync_period, Duration::from_secs(30));
-        assert_eq!(c.healthz_bind_address, Some("0.0.0.0:10256".parse().unwrap()));
-        assert_eq!(c.metrics_bind_address, Some("127.0.0.1:10249".parse().unwrap()));
+        assert_eq!(
+            c.healthz_bind_address,
+            Some("0.0.0.0:10256".parse().unwrap())
+        );
+        assert_eq!(
+            c.metrics_bind_address,
+            Some("127.0.0.1:10249".parse().unwrap())
+        );
         assert_eq!(c.nodeport_range, (30000, 32767));
     }
 

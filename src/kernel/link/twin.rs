@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{LocalAddress, Links};
+use super::{Links, LocalAddress};
 use crate::kernel::KernelError;
 
 #[derive(Debug, Default)]
