@@ -4,6 +4,7 @@
 //! `iptables`, pure) → diff against a snapshot of the live kernel → ops →
 //! `kernel` adapters. `sync` runs it.
 
+pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod http;

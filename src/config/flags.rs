@@ -51,13 +51,13 @@ pub struct Flags {
 
     /// Pod CIDRs of the cluster, comma-separated; traffic to Services from
     /// outside them is masqueraded.
-    #[arg(long, value_parser = parse_cidrs)]
-    pub cluster_cidr: Option<Vec<IpNet>>,
+    #[arg(long, value_parser = parse_cidr_list)]
+    pub cluster_cidr: Option<CidrList>,
 
     /// CIDRs whose local addresses accept NodePort traffic, comma-separated
     /// (default: every local address).
-    #[arg(long, value_parser = parse_cidrs)]
-    pub nodeport_addresses: Option<Vec<IpNet>>,
+    #[arg(long, value_parser = parse_cidr_list)]
+    pub nodeport_addresses: Option<CidrList>,
 
     /// Range of NodePorts (`LOW-HIGH`), the API server's
     /// --service-node-port-range; used to decide which node-address virtual
@@ -111,8 +111,8 @@ pub struct Flags {
     pub ipvs_udp_timeout: Option<Duration>,
 
     /// CIDRs whose IPVS virtual servers kproxy never touches, comma-separated.
-    #[arg(long, value_parser = parse_cidrs)]
-    pub ipvs_exclude_cidrs: Option<Vec<IpNet>>,
+    #[arg(long, value_parser = parse_cidr_list)]
+    pub ipvs_exclude_cidrs: Option<CidrList>,
 
     /// Address for /healthz and /livez (empty to disable).
     #[arg(long)]
@@ -146,6 +146,14 @@ pub struct Flags {
     /// Log output format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
+}
+
+/// A comma-separated list of CIDRs given as one flag value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrList(pub Vec<IpNet>);
+
+fn parse_cidr_list(s: &str) -> Result<CidrList, String> {
+    parse_cidrs(s).map(CidrList)
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -192,13 +200,13 @@ impl Flags {
             c.hostname = v.trim().to_lowercase();
         }
         if let Some(v) = &self.cluster_cidr {
-            c.cluster_cidrs = v.clone();
+            c.cluster_cidrs = v.0.clone();
         }
         if let Some(v) = &self.nodeport_addresses {
-            c.nodeport_addresses = if v.is_empty() {
+            c.nodeport_addresses = if v.0.is_empty() {
                 NodePortAddresses::All
             } else {
-                NodePortAddresses::Cidrs(v.clone())
+                NodePortAddresses::Cidrs(v.0.clone())
             };
         }
         if let Some(v) = self.nodeport_range {
@@ -208,10 +216,8 @@ impl Flags {
         if let Some(v) = self.iptables_masquerade_bit {
             c.masquerade_bit = v;
         }
-        if let Some(v) = &self.ipvs_scheduler {
-            if !v.is_empty() {
-                c.ipvs_scheduler = v.clone();
-            }
+        if let Some(v) = self.ipvs_scheduler.as_ref().filter(|v| !v.is_empty()) {
+            c.ipvs_scheduler = v.clone();
         }
         let durations = [
             (self.ipvs_sync_period, &mut c.ipvs_sync_period),
@@ -232,7 +238,7 @@ impl Flags {
         }
         c.ipvs_strict_arp |= self.ipvs_strict_arp;
         if let Some(v) = &self.ipvs_exclude_cidrs {
-            c.ipvs_exclude_cidrs = v.clone();
+            c.ipvs_exclude_cidrs = v.0.clone();
         }
         if let Some(v) = &self.healthz_bind_address {
             c.healthz_bind_address = parse_bind(v, "healthz-bind-address")?;

@@ -1,0 +1,267 @@
+//! The IPVS planner: a pure function from cluster state to the desired
+//! kernel state (virtual servers with their real servers, and the addresses
+//! bound to kube-ipvs0). No I/O: everything it needs comes in as arguments.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::cluster::topology::{NodeView, PortEndpoint, categorize, port_endpoints};
+use crate::cluster::{
+    ClusterState, IpFamily, IpMode, Kind, ObjectRef, Problem, Service, ServiceName, ServicePort,
+    ServiceType, TrafficPolicy,
+};
+use crate::config::NodePortAddresses;
+use crate::kernel::ipvs::{
+    DestKey, ForwardMethod, IpvsTable, Persistence, RealServer, ServiceEntry, ServiceKey,
+    VirtualServer,
+};
+use crate::kernel::link::LocalAddress;
+
+/// The dummy link that holds every Service VIP, as upstream names it.
+pub const DUMMY_LINK: &str = "kube-ipvs0";
+
+/// What the planner needs to know about this node.
+#[derive(Clone, Debug, Default)]
+pub struct NodeContext {
+    pub name: String,
+    pub zone: Option<String>,
+    /// Every local address (from the kernel), kube-ipvs0's included; the
+    /// planner leaves those out itself.
+    pub local_addresses: Vec<LocalAddress>,
+}
+
+/// Planner settings (a slice of `Config`).
+#[derive(Clone, Debug)]
+pub struct PlanConfig {
+    pub scheduler: String,
+    pub nodeport_addresses: NodePortAddresses,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        Self {
+            scheduler: "rr".into(),
+            nodeport_addresses: NodePortAddresses::All,
+        }
+    }
+}
+
+impl From<&crate::config::Config> for PlanConfig {
+    fn from(c: &crate::config::Config) -> Self {
+        Self {
+            scheduler: c.ipvs_scheduler.clone(),
+            nodeport_addresses: c.nodeport_addresses.clone(),
+        }
+    }
+}
+
+/// The desired IPVS-mode kernel state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpvsPlan {
+    pub table: IpvsTable,
+    /// Addresses bound to kube-ipvs0.
+    pub bound: BTreeSet<IpAddr>,
+    /// Which Service each virtual server belongs to.
+    pub owners: BTreeMap<ServiceKey, ServiceName>,
+    /// Objects (or parts) skipped, each with its reason.
+    pub problems: Vec<Problem>,
+    /// Service ports whose Local policy found no local endpoint.
+    pub no_local_endpoints: u64,
+}
+
+/// The node addresses NodePorts listen on, in `family`.
+pub fn nodeport_addresses(
+    node: &NodeContext,
+    cfg: &NodePortAddresses,
+    family: IpFamily,
+) -> Vec<IpAddr> {
+    let mut out: BTreeSet<IpAddr> = BTreeSet::new();
+    for la in &node.local_addresses {
+        let a = la.addr;
+        if la.ifname == DUMMY_LINK || IpFamily::of(&a) != family {
+            continue;
+        }
+        if let IpAddr::V6(v6) = a {
+            // Neither link-local (needs a scope) nor ::1 (no route_localnet
+            // for IPv6) can carry NodePort traffic.
+            if v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80 {
+                continue;
+            }
+        }
+        let take = match cfg {
+            NodePortAddresses::All => true,
+            NodePortAddresses::Cidrs(cidrs) => {
+                !a.is_loopback() && cidrs.iter().any(|c: &IpNet| c.contains(&a))
+            }
+        };
+        if take {
+            out.insert(a);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Plan the whole node.
+pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsPlan {
+    let mut plan = IpvsPlan::default();
+    let view = NodeView {
+        name: &node.name,
+        zone: node.zone.as_deref(),
+    };
+    let node_addrs: BTreeMap<IpFamily, Vec<IpAddr>> = [IpFamily::V4, IpFamily::V6]
+        .into_iter()
+        .map(|f| (f, nodeport_addresses(node, &cfg.nodeport_addresses, f)))
+        .collect();
+    for svc in state.services() {
+        if !svc.is_proxied() {
+            continue;
+        }
+        let slices = state.slices_for(&svc.name);
+        for family in svc.families() {
+            for port in &svc.ports {
+                let eps = port_endpoints(svc, port, family, &slices, &view, &mut plan.problems);
+                plan_port(
+                    &mut plan,
+                    svc,
+                    port,
+                    family,
+                    &eps,
+                    &view,
+                    &node_addrs[&family],
+                    cfg,
+                );
+            }
+        }
+    }
+    plan
+}
+
+/// Where a virtual server comes from, for naming it in problems.
+fn vip_kind(t: VipKind) -> &'static str {
+    match t {
+        VipKind::ClusterIp => "cluster IP",
+        VipKind::ExternalIp => "external IP",
+        VipKind::LoadBalancer => "load-balancer IP",
+        VipKind::NodePort => "node port",
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VipKind {
+    ClusterIp,
+    ExternalIp,
+    LoadBalancer,
+    NodePort,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_port(
+    plan: &mut IpvsPlan,
+    svc: &Service,
+    port: &ServicePort,
+    family: IpFamily,
+    eps: &[PortEndpoint],
+    view: &NodeView<'_>,
+    node_addrs: &[IpAddr],
+    cfg: &PlanConfig,
+) {
+    let cat = categorize(svc, eps, view);
+    if svc.internal_traffic_policy == TrafficPolicy::Local && cat.local.is_empty() {
+        plan.no_local_endpoints += 1;
+    }
+    if svc.is_external()
+        && svc.external_traffic_policy == TrafficPolicy::Local
+        && cat.local.is_empty()
+    {
+        plan.no_local_endpoints += 1;
+    }
+    let persistence = svc.affinity_timeout.map(|timeout| Persistence {
+        timeout,
+        netmask: match family {
+            IpFamily::V4 => 0xffff_ffff,
+            IpFamily::V6 => 128,
+        },
+    });
+    let in_family = |a: &&IpAddr| IpFamily::of(a) == family;
+
+    let mut vips: Vec<(IpAddr, u16, VipKind)> = Vec::new();
+    for ip in svc.cluster_ips.iter().filter(in_family) {
+        vips.push((*ip, port.port, VipKind::ClusterIp));
+    }
+    for ip in svc.external_ips.iter().filter(in_family) {
+        vips.push((*ip, port.port, VipKind::ExternalIp));
+    }
+    if svc.service_type == ServiceType::LoadBalancer {
+        for ing in &svc.load_balancer_ingress {
+            // With ipMode Proxy the load balancer delivers to the node
+            // itself; binding its IP here would capture traffic meant for it.
+            if ing.ip_mode == IpMode::Vip && IpFamily::of(&ing.ip) == family {
+                vips.push((ing.ip, port.port, VipKind::LoadBalancer));
+            }
+        }
+    }
+    if let Some(np) = port.node_port
+        && matches!(
+            svc.service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        )
+    {
+        for a in node_addrs {
+            vips.push((*a, np, VipKind::NodePort));
+        }
+    }
+
+    for (addr, vport, kind) in vips {
+        let key = ServiceKey {
+            addr,
+            protocol: port.protocol,
+            port: vport,
+        };
+        if let Some(owner) = plan.owners.get(&key) {
+            if owner != &svc.name {
+                plan.problems.push(Problem {
+                    object: ObjectRef::new(Kind::Service, &svc.name.namespace, &svc.name.name),
+                    reason: format!(
+                        "{} {} is already used by Service {}; skipped",
+                        vip_kind(kind),
+                        key,
+                        owner
+                    ),
+                });
+            }
+            continue;
+        }
+        let endpoints = if kind == VipKind::ClusterIp {
+            cat.internal(svc)
+        } else {
+            cat.external(svc)
+        };
+        let mut entry = ServiceEntry::new(VirtualServer {
+            key,
+            scheduler: cfg.scheduler.clone(),
+            persistence,
+            sched_flags: 0,
+        });
+        for ep in endpoints {
+            let dk = DestKey {
+                addr: ep.addr,
+                port: ep.port,
+            };
+            entry.dests.insert(
+                dk,
+                RealServer {
+                    key: dk,
+                    weight: 1,
+                    forward: ForwardMethod::Masq,
+                },
+            );
+        }
+        if kind != VipKind::NodePort {
+            plan.bound.insert(addr);
+        }
+        plan.owners.insert(key, svc.name.clone());
+        plan.table.services.insert(key, entry);
+    }
+}
