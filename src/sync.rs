@@ -176,16 +176,22 @@ impl<P: Proxier> SyncLoop<P> {
     pub async fn run(mut self, mut events: UnboundedReceiver<SourceEvent>) -> Exit {
         let mut synced = false;
         let mut dirty = false;
-        let mut last_sync: Option<Instant> = None;
+        // tokio's clock, so tests can run the loop on a paused clock.
+        let mut last_sync: Option<tokio::time::Instant> = None;
         let mut needs_full = true;
         loop {
-            let now = Instant::now();
+            let now = tokio::time::Instant::now();
             let due_periodic = last_sync.is_none_or(|t| now >= t + self.periods.max);
             let min_ok = last_sync.is_none_or(|t| now >= t + self.periods.min);
             if synced && ((dirty && min_ok) || due_periodic) {
                 let full = needs_full || due_periodic;
-                let report = tokio::task::block_in_place(|| self.run_sync(full));
-                last_sync = Some(Instant::now());
+                // Kernel I/O is blocking; keep the runtime's other tasks
+                // (sources, HTTP) moving while it runs.
+                let report = match tokio::runtime::Handle::current().runtime_flavor() {
+                    tokio::runtime::RuntimeFlavor::CurrentThread => self.run_sync(full),
+                    _ => tokio::task::block_in_place(|| self.run_sync(full)),
+                };
+                last_sync = Some(tokio::time::Instant::now());
                 dirty = false;
                 // A failed sync is retried in full at the next opportunity.
                 needs_full = !report.outcome.ok();
@@ -203,14 +209,10 @@ impl<P: Proxier> SyncLoop<P> {
                 Some(t) => Some(t + self.periods.max),
             };
             let ev = match deadline {
-                Some(d) => {
-                    match tokio::time::timeout_at(tokio::time::Instant::from_std(d), events.recv())
-                        .await
-                    {
-                        Ok(ev) => ev,
-                        Err(_) => continue,
-                    }
-                }
+                Some(d) => match tokio::time::timeout_at(d, events.recv()).await {
+                    Ok(ev) => ev,
+                    Err(_) => continue,
+                },
                 None => events.recv().await,
             };
             let Some(ev) = ev else {
@@ -226,5 +228,196 @@ impl<P: Proxier> SyncLoop<P> {
                 self.observer.queued();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Kind, ObjectRef};
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
+    use tokio::time::{Instant as TokioInstant, advance};
+
+    /// Records when each sync ran and whether it was full; fails on demand.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        syncs: Arc<Mutex<Vec<(Duration, bool)>>>,
+        fail_next: Arc<Mutex<u32>>,
+        start: Option<TokioInstant>,
+    }
+
+    impl Proxier for Recorder {
+        fn mode(&self) -> ProxyMode {
+            ProxyMode::Ipvs
+        }
+        fn sync(
+            &mut self,
+            _s: &ClusterState,
+            changed: Option<&BTreeSet<ServiceName>>,
+        ) -> SyncOutcome {
+            let at = self.start.unwrap().elapsed();
+            self.syncs.lock().unwrap().push((at, changed.is_none()));
+            let mut out = SyncOutcome::default();
+            let mut f = self.fail_next.lock().unwrap();
+            if *f > 0 {
+                *f -= 1;
+                out.errors.push("kernel said no".into());
+            }
+            out
+        }
+        fn dry_run(&mut self, _s: &ClusterState) -> anyhow::Result<Vec<String>> {
+            Ok(vec![])
+        }
+        fn cleanup(&mut self) -> Vec<String> {
+            vec![]
+        }
+    }
+
+    fn poke() -> SourceEvent {
+        SourceEvent::Delete(ObjectRef::new(Kind::Service, "default", "gone"))
+    }
+
+    fn start(
+        rec: &Recorder,
+        min: u64,
+        max: u64,
+        once: bool,
+    ) -> (
+        mpsc::UnboundedSender<SourceEvent>,
+        tokio::task::JoinHandle<Exit>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let lp = SyncLoop {
+            proxier: rec.clone(),
+            state: ClusterState::default(),
+            periods: Periods {
+                min: Duration::from_secs(min),
+                max: Duration::from_secs(max),
+            },
+            observer: Arc::new(NoObserver),
+            once,
+        };
+        (tx, tokio::spawn(lp.run(rx)))
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn times(rec: &Recorder) -> Vec<(u64, bool)> {
+        rec.syncs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(d, full)| (d.as_secs(), *full))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_syncs_before_the_source_has_delivered_its_initial_state() {
+        let rec = Recorder {
+            start: Some(TokioInstant::now()),
+            ..Default::default()
+        };
+        let (tx, _h) = start(&rec, 1, 30, false);
+        tx.send(poke()).unwrap();
+        settle().await;
+        advance(Duration::from_secs(100)).await;
+        settle().await;
+        assert!(times(&rec).is_empty());
+        tx.send(SourceEvent::Synced).unwrap();
+        settle().await;
+        assert_eq!(times(&rec), vec![(100, true)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_coalesce_and_min_period_bounds_the_rate() {
+        let rec = Recorder {
+            start: Some(TokioInstant::now()),
+            ..Default::default()
+        };
+        let (tx, _h) = start(&rec, 2, 30, false);
+        tx.send(SourceEvent::Synced).unwrap();
+        settle().await;
+        for _ in 0..50 {
+            tx.send(poke()).unwrap();
+        }
+        settle().await;
+        assert_eq!(
+            times(&rec).len(),
+            1,
+            "a burst right after a sync waits for min period"
+        );
+        advance(Duration::from_secs(2)).await;
+        settle().await;
+        assert_eq!(
+            times(&rec),
+            vec![(0, true), (2, false)],
+            "fifty events, one sync"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn periodic_full_resync_runs_without_events() {
+        let rec = Recorder {
+            start: Some(TokioInstant::now()),
+            ..Default::default()
+        };
+        let (tx, _h) = start(&rec, 1, 30, false);
+        tx.send(SourceEvent::Synced).unwrap();
+        settle().await;
+        for _ in 0..3 {
+            advance(Duration::from_secs(30)).await;
+            settle().await;
+        }
+        assert_eq!(
+            times(&rec),
+            vec![(0, true), (30, true), (60, true), (90, true)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_sync_is_retried_in_full_after_min_period() {
+        let rec = Recorder {
+            start: Some(TokioInstant::now()),
+            fail_next: Arc::new(Mutex::new(1)),
+            ..Default::default()
+        };
+        let (tx, _h) = start(&rec, 5, 60, false);
+        tx.send(SourceEvent::Synced).unwrap();
+        settle().await;
+        advance(Duration::from_secs(5)).await;
+        settle().await;
+        assert_eq!(times(&rec), vec![(0, true), (5, true)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_returns_the_outcome_of_the_first_sync() {
+        let rec = Recorder {
+            start: Some(TokioInstant::now()),
+            fail_next: Arc::new(Mutex::new(1)),
+            ..Default::default()
+        };
+        let (tx, h) = start(&rec, 0, 30, true);
+        tx.send(poke()).unwrap();
+        tx.send(SourceEvent::Synced).unwrap();
+        match h.await.unwrap() {
+            Exit::Once(out) => assert_eq!(out.errors, vec!["kernel said no".to_string()]),
+            other => panic!("expected Once, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_ends_when_every_source_is_gone() {
+        let rec = Recorder {
+            start: Some(TokioInstant::now()),
+            ..Default::default()
+        };
+        let (tx, h) = start(&rec, 0, 30, false);
+        drop(tx);
+        assert!(matches!(h.await.unwrap(), Exit::SourcesClosed));
     }
 }
