@@ -363,3 +363,7 @@ impl ClusterState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests/state.rs"]
+mod tests;
