@@ -242,3 +242,6 @@ pub fn plan_by_service(plan: &IpvsPlan) -> BTreeMap<ServiceName, IpvsTable> {
 
 #[cfg(test)]
 mod diff_tests;
+
+#[cfg(test)]
+mod planner_tests;

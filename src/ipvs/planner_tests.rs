@@ -1,0 +1,135 @@
+//! Table-driven planner tests: one YAML fixture per Service feature in
+//! tests/fixtures/ipvs/, each compared with its expected rendering
+//! (`ipvsadm -Ln` body, kube-ipvs0 addresses, refused objects) in the
+//! `.ipvsadm` file beside it. `KPROXY_BLESS=1` rewrites the expectations.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+use super::planner::{DUMMY_LINK, NodeContext, PlanConfig, plan};
+use super::render::render;
+use crate::cluster::convert::ConvertOptions;
+use crate::cluster::{ClusterState, Kind, Object, SourceEvent};
+use crate::config::{Config, Flags};
+use crate::kernel::link::LocalAddress;
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ipvs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The node every fixture is planned on: node-1 with eth0, lo and an
+/// existing kube-ipvs0 (whose address must never get a NodePort).
+pub(crate) fn test_node() -> NodeContext {
+    let la = |ifname: &str, a: &str| LocalAddress {
+        ifname: ifname.into(),
+        addr: a.parse().unwrap(),
+    };
+    NodeContext {
+        name: "node-1".into(),
+        zone: None,
+        local_addresses: vec![
+            la("lo", "127.0.0.1"),
+            la("lo", "::1"),
+            la("eth0", "192.168.58.2"),
+            la("eth0", "fd00:58::2"),
+            la("eth0", "fe80::5054:ff:fe12:3456"),
+            la(DUMMY_LINK, "10.96.0.1"),
+        ],
+    }
+}
+
+fn config_for(text: &str) -> Config {
+    let mut args = vec!["kproxy".to_string(), "--hostname-override=node-1".into()];
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# kproxy-test:") {
+            args.extend(rest.split_whitespace().map(String::from));
+        }
+    }
+    Flags::try_parse_from(&args)
+        .unwrap()
+        .apply_to(Config::default())
+        .unwrap()
+}
+
+/// Load every object of a multi-document YAML fixture into a fresh store.
+pub(crate) fn state_from_yaml(text: &str, config: &Config) -> (ClusterState, Vec<String>) {
+    let mut state = ClusterState::new(ConvertOptions {
+        nodeport_range: config.nodeport_range,
+        node_name: config.hostname.clone(),
+    });
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).unwrap();
+    let mut by_kind: std::collections::BTreeMap<Kind, Vec<Object>> = Default::default();
+    for doc in docs {
+        if let Some(obj) = Object::from_value(doc).unwrap() {
+            by_kind.entry(obj.kind()).or_default().push(obj);
+        }
+    }
+    let mut problems = Vec::new();
+    for (kind, objs) in by_kind {
+        problems.extend(
+            state
+                .apply(SourceEvent::Replace(kind, objs))
+                .into_iter()
+                .map(|p| p.to_string()),
+        );
+    }
+    (state, problems)
+}
+
+fn rendering(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let config = config_for(&text);
+    let (state, mut problems) = state_from_yaml(&text, &config);
+    let mut node = test_node();
+    node.zone = state.node().and_then(|n| n.zone.clone());
+    let p = plan(&state, &node, &PlanConfig::from(&config));
+    problems.extend(p.problems.iter().map(|p| p.to_string()));
+    problems.sort();
+    let mut out = render(&p.table);
+    let bound: Vec<String> = p.bound.iter().map(|a| a.to_string()).collect();
+    out.push_str(&format!("{DUMMY_LINK}: {}\n", bound.join(" ")));
+    out.push_str(&format!("no local endpoints: {}\n", p.no_local_endpoints));
+    for pr in problems {
+        out.push_str(&format!("refused: {pr}\n"));
+    }
+    out
+}
+
+#[test]
+fn every_fixture_plans_as_expected() {
+    let bless = std::env::var_os("KPROXY_BLESS").is_some();
+    let mut failures = Vec::new();
+    let all = fixtures();
+    assert!(all.len() >= 15, "fixtures missing: {all:?}");
+    for f in all {
+        let got = rendering(&f);
+        let expected_path = f.with_extension("ipvsadm");
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != want {
+            failures.push(format!(
+                "{}:\n--- expected\n{want}--- got\n{got}",
+                f.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn plans_are_deterministic() {
+    for f in fixtures() {
+        assert_eq!(rendering(&f), rendering(&f), "{}", f.display());
+    }
+}
