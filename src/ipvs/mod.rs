@@ -195,11 +195,14 @@ impl Proxier for IpvsProxier {
             .iter()
             .map(|p| format!("# skipped {p}"))
             .collect();
-        lines.extend(
-            diff(&desired, &live, &self.ownership)
-                .iter()
-                .map(|o| o.to_string()),
-        );
+        let ops = diff(&desired, &live, &self.ownership);
+        lines.push(format!("# {} change(s) to the live kernel:", ops.len()));
+        lines.extend(ops.iter().map(|o| o.to_string()));
+        // The complete plan, as an operator will read it back afterwards.
+        lines.push("# desired state (ipvsadm -Ln):".into());
+        lines.extend(render::render(&desired.table).lines().map(String::from));
+        let bound: Vec<String> = desired.bound.iter().map(|a| a.to_string()).collect();
+        lines.push(format!("# {DUMMY_LINK} addresses: {}", bound.join(" ")));
         Ok(lines)
     }
 
@@ -245,3 +248,6 @@ mod diff_tests;
 
 #[cfg(test)]
 mod planner_tests;
+
+#[cfg(test)]
+mod proxier_tests;

@@ -235,3 +235,22 @@ pub trait Ipvs: Send {
     fn set_timeouts(&mut self, t: Timeouts) -> Result<(), KernelError>;
     fn timeouts(&mut self) -> Result<Timeouts, KernelError>;
 }
+
+/// A shared adapter (tests keep a handle to look inside a twin, or to make drift).
+impl<T: Ipvs> Ipvs for std::sync::Arc<std::sync::Mutex<T>> {
+    fn dump(&mut self) -> Result<IpvsTable, KernelError> {
+        self.lock().unwrap().dump()
+    }
+    fn apply(&mut self, ops: &[IpvsOp]) -> Vec<Result<(), KernelError>> {
+        self.lock().unwrap().apply(ops)
+    }
+    fn flush(&mut self) -> Result<(), KernelError> {
+        self.lock().unwrap().flush()
+    }
+    fn set_timeouts(&mut self, t: Timeouts) -> Result<(), KernelError> {
+        self.lock().unwrap().set_timeouts(t)
+    }
+    fn timeouts(&mut self) -> Result<Timeouts, KernelError> {
+        self.lock().unwrap().timeouts()
+    }
+}

@@ -31,3 +31,28 @@ pub trait Links: Send {
     /// Every address on every local interface (loopback included).
     fn local_addresses(&mut self) -> Result<Vec<LocalAddress>, KernelError>;
 }
+
+/// A shared adapter (tests keep a handle to look inside a twin, or to make drift).
+impl<T: Links> Links for std::sync::Arc<std::sync::Mutex<T>> {
+    fn ensure_dummy(&mut self, name: &str) -> Result<bool, KernelError> {
+        self.lock().unwrap().ensure_dummy(name)
+    }
+    fn delete_link(&mut self, name: &str) -> Result<bool, KernelError> {
+        self.lock().unwrap().delete_link(name)
+    }
+    fn link_exists(&mut self, name: &str) -> Result<bool, KernelError> {
+        self.lock().unwrap().link_exists(name)
+    }
+    fn addresses(&mut self, name: &str) -> Result<BTreeSet<IpAddr>, KernelError> {
+        self.lock().unwrap().addresses(name)
+    }
+    fn add_addresses(&mut self, name: &str, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        self.lock().unwrap().add_addresses(name, addrs)
+    }
+    fn del_addresses(&mut self, name: &str, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        self.lock().unwrap().del_addresses(name, addrs)
+    }
+    fn local_addresses(&mut self) -> Result<Vec<LocalAddress>, KernelError> {
+        self.lock().unwrap().local_addresses()
+    }
+}
