@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The daemon follows manifest edits (endpoint added and removed, Service
+# deleted, affinity and scheduler changed) and touches only what changed: an
+# unchanged virtual server is never re-created, so its counters survive.
+source "$(dirname "$0")/lib.sh"
+setup_node
+add_pod web1 10.244.1.1
+add_pod web2 10.244.1.2
+M=$WORK/manifests; mkdir -p "$M"
+cat > "$M/web.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports: [{protocol: TCP, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: "", protocol: TCP, port: 8080}]
+endpoints:
+$(ep 10.244.1.1)
+$(ep 10.244.1.2)
+YAML
+api() {
+  local affinity=$1; shift
+  cat > "$M/api.yaml.tmp" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default}
+spec:
+  clusterIP: 10.96.0.30
+  sessionAffinity: $affinity
+  selector: {app: api}
+  ports: [{protocol: TCP, port: 443, targetPort: 8443}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-1, namespace: default, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: "", protocol: TCP, port: 8443}]
+endpoints:
+$(for e in "$@"; do ep "$e"; done)
+YAML
+  mv "$M/api.yaml.tmp" "$M/api.yaml"   # atomic, as a config-management tool would
+}
+api None 10.244.2.1
+
+start_daemon "$M" --ipvs-sync-period 30s
+wait_for 60 "first sync" sh -c 'ipvsadm -Ln | grep -q 10.244.2.1:8443'
+hits http://10.96.0.10/ 6 >/dev/null
+web_conns() { ipvsadm -Ln --stats -t 10.96.0.10:80 | awk 'NR==4 {print $3}'; }
+c0=$(web_conns)
+[ "$c0" -ge 6 ] || fail "web counted $c0 connections, expected 6"
+check_web_untouched() { [ "$(web_conns)" = "$c0" ] || fail "web's virtual server was re-created (conns $c0 -> $(web_conns))"; }
+
+api None 10.244.2.1 10.244.2.2
+wait_for 30 "endpoint added" sh -c 'ipvsadm -Ln -t 10.96.0.30:443 | grep -q 10.244.2.2:8443'
+check_web_untouched
+api None 10.244.2.2
+wait_for 30 "endpoint removed" sh -c '! ipvsadm -Ln -t 10.96.0.30:443 | grep -q 10.244.2.1:8443'
+check_web_untouched
+api ClientIP 10.244.2.2
+wait_for 30 "affinity on" sh -c 'ipvsadm -Ln -t 10.96.0.30:443 | grep -q "persistent 10800"'
+check_web_untouched
+rm "$M/api.yaml"
+wait_for 30 "Service deleted" sh -c '! ipvsadm -Ln | grep -q 10.96.0.30:443'
+wait_for 10 "VIP unbound" sh -c '! ip addr show dev kube-ipvs0 | grep -q 10.96.0.30/'
+check_web_untouched
+
+grep -c "sync done" "$WORK/kproxy.log" >&2 || true
+stop_daemon
+start_daemon "$M" --ipvs-sync-period 30s --ipvs-scheduler wrr
+wait_for 60 "scheduler changed" sh -c 'ipvsadm -Ln | grep -q "10.96.0.10:80 wrr"'
+check_web_untouched
+echo "ok converged after 5 edits; the unchanged virtual server kept its counters"

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Shared helpers for the end-to-end kernel tests (run inside the VM, each
+# script in a network namespace of its own, so every script starts with an
+# empty IPVS table and no links but lo).
+set -euo pipefail
+
+KPROXY=${KPROXY:-target/debug/kproxy}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=$(mktemp -d /tmp/kproxy-it.XXXXXX)
+DAEMON_PID=
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+log() { echo "# $*" >&2; }
+
+cleanup_test() {
+  if [ -n "$DAEMON_PID" ]; then kill "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true; fi
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+    case $ns in kp-*) ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; ip netns del "$ns" ;; esac
+  done
+}
+trap cleanup_test EXIT
+
+# The "node": lo, a dummy uplink with 192.168.58.2 and fd00:58::2, a default
+# route (without one, connect() to a ClusterIP fails before IPVS sees it).
+setup_node() {
+  modprobe ip_vs 2>/dev/null || true
+  ip link set lo up
+  ip link add node0 type dummy
+  ip addr add 192.168.58.2/24 dev node0
+  ip -6 addr add fd00:58::2/64 dev node0 nodad
+  ip link set node0 up
+  ip route add default via 192.168.58.1 dev node0 onlink
+  ip -6 route add default via fd00:58::1 dev node0 onlink 2>/dev/null || true
+  sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+}
+
+# add_pod NAME IPV4 [IPV6]: a namespace "pod" answering HTTP on :8080 with its name.
+add_pod() {
+  local name=$1 ip4=$2 ip6=${3:-} ns="kp-$1" veth="v-$1"
+  ip netns add "$ns"
+  ip link add "$veth" type veth peer name eth0 netns "$ns"
+  ip link set "$veth" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "$ip4/32" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add default dev eth0
+  ip route add "$ip4/32" dev "$veth"
+  if [ -n "$ip6" ]; then
+    ip -n "$ns" -6 addr add "$ip6/128" dev eth0 nodad
+    ip -n "$ns" -6 route add default dev eth0
+    ip -6 route add "$ip6/128" dev "$veth"
+  fi
+  mkdir -p "$WORK/www-$name"
+  echo "$name" > "$WORK/www-$name/index.html"
+  ip netns exec "$ns" busybox httpd -p 8080 -h "$WORK/www-$name"
+}
+
+# ipvsadm -Ln without the version line, each virtual server's real servers
+# sorted and counters zeroed: comparable with kproxy's own rendering.
+ipvs_table() {
+  ipvsadm -Ln | tail -n +2 | python3 -c '
+import sys, re
+lines = sys.stdin.read().splitlines()
+head, body = lines[:2], lines[2:]
+blocks, cur = [], None
+for l in body:
+    if l.startswith("  ->"):
+        l = re.sub(r"^(  -> \S+\s+\S+\s+\S+\s+)\S+(\s+)\S+(\s*)$", lambda m: m.group(1) + "0" + m.group(2) + "0" + m.group(3), l)
+        cur[1].append(l)
+    else:
+        cur = (l, []); blocks.append(cur)
+order = {"TCP": 0, "UDP": 1, "SCTP": 2}
+import ipaddress
+def key(b):
+    proto, rest = b[0].split(None, 1)
+    addr = rest.split()[0]
+    host, port = addr.rsplit(":", 1)
+    ip = ipaddress.ip_address(host.strip("[]"))
+    return (order.get(proto, 9), ip.version, ip, int(port))
+def dkey(l):
+    host, port = l.split()[1].rsplit(":", 1)
+    ip = ipaddress.ip_address(host.strip("[]"))
+    return (ip.version, ip, int(port))
+for l in head: print(l)
+for s, ds in sorted(blocks, key=key):
+    print(s)
+    for d in sorted(ds, key=dkey): print(d)
+'
+}
+
+# Addresses on kube-ipvs0, sorted like kproxy prints them.
+ipvs0_addrs() {
+  ip -o addr show dev kube-ipvs0 2>/dev/null | awk '{print $4}' | sed 's|/.*||' \
+    | python3 -c 'import sys, ipaddress; a=[ipaddress.ip_address(l.strip()) for l in sys.stdin if l.strip()]; print(" ".join(str(x) for x in sorted(a, key=lambda x: (x.version, x))))'
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: poll until CMD succeeds (a bound on
+# how long convergence may take, not a performance assertion).
+wait_for() {
+  local secs=$1 what=$2; shift 2
+  local end=$(( $(date +%s) + secs ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || fail "timed out after ${secs}s waiting for: $what"
+    sleep 0.3
+  done
+}
+
+# start_daemon MANIFEST_DIR [FLAGS...]: kproxy in the background, log in $WORK/kproxy.log.
+start_daemon() {
+  local dir=$1; shift
+  "$KPROXY" --manifests "$dir" --hostname-override node-1 --healthz-bind-address "" \
+    --metrics-bind-address "" "$@" >"$WORK/kproxy.log" 2>&1 &
+  DAEMON_PID=$!
+}
+
+stop_daemon() {
+  if [ -n "$DAEMON_PID" ]; then kill "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=; fi
+}
+
+# hits URL N: N requests (fresh connection each), one answer per line.
+hits() {
+  local url=$1 n=$2 i
+  for i in $(seq "$n"); do curl -s -m 5 "$url" || echo "no-answer"; done
+}
+
+# A ready endpoint block for an EndpointSlice.
+ep() { echo "- {addresses: [\"$1\"], conditions: {ready: true}, nodeName: ${2:-node-1}}"; }

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Real HTTP through kproxy-programmed IPVS: three "pods" in namespaces;
+# requests to a ClusterIP and to a NodePort on a node address reach all
+# three; ClientIP affinity pins a client to one pod; a removed endpoint gets
+# no new requests.
+source "$(dirname "$0")/lib.sh"
+setup_node
+for i in 1 2 3; do add_pod "pod$i" "10.244.1.$i"; done
+
+M=$WORK/manifests; mkdir -p "$M"
+write() {
+  local eps=$1 affinity=${2:-None}
+  cat > "$M/web.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  sessionAffinity: $affinity
+  selector: {app: web}
+  ports: [{protocol: TCP, port: 80, targetPort: 8080, nodePort: 30080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: "", protocol: TCP, port: 8080}]
+endpoints:
+$(for e in $eps; do ep "10.244.1.$e"; done)
+YAML
+}
+
+write "1 2 3"
+start_daemon "$M" --ipvs-sync-period 5s
+wait_for 60 "ClusterIP answers" curl -sf -m 2 http://10.96.0.10/
+
+spread() {
+  local url=$1 got
+  got=$(hits "$url" 12 | sort | uniq -c)
+  echo "$got" | sed "s|^|# $url: |" >&2
+  for p in pod1 pod2 pod3; do echo "$got" | grep -q " $p\$" || fail "$url never reached $p"; done
+  ! echo "$got" | grep -q no-answer || fail "$url: some requests got no answer"
+}
+spread http://10.96.0.10/
+spread http://192.168.58.2:30080/
+spread http://127.0.0.1:30080/ 2>/dev/null || log "127.0.0.1 NodePort needs route_localnet (iptables companion), not checked"
+
+write "1 2 3" ClientIP
+wait_for 30 "persistence programmed" sh -c 'ipvsadm -Ln -t 10.96.0.10:80 | grep -q persistent'
+sticky=$(hits http://10.96.0.10/ 8 | sort -u)
+[ "$(echo "$sticky" | wc -l)" -eq 1 ] || fail "ClientIP affinity: one client reached several pods: $sticky"
+log "affinity: every request went to $sticky"
+
+write "1 2"
+wait_for 30 "pod3 removed" sh -c '! ipvsadm -Ln -t 10.96.0.10:80 | grep -q 10.244.1.3:'
+after=$(hits http://10.96.0.10/ 12 | sort -u | tr '\n' ' ')
+case " $after " in *" pod3 "*) fail "a removed endpoint still got requests: $after";; esac
+echo "ok traffic: spread over 3 pods, affinity sticks, removed endpoint unused"
