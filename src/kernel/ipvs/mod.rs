@@ -2,6 +2,8 @@
 //! `Ipvs` trait, and its implementations (the generic-netlink client and an
 //! in-memory twin).
 
+pub mod codec;
+pub mod netlink;
 pub mod twin;
 
 use std::collections::BTreeMap;
