@@ -5,8 +5,8 @@
 
     gen-cluster.py --services 10000 --endpoints 10 --out DIR [--change-one]
 
---change-one replaces the last endpoint of the first Service with a new
-address: the input of the "one endpoint changed" measurement.
+--change-one adds one endpoint to the first Service: the input of the
+"one endpoint changed" measurement (one kernel operation).
 """
 import argparse
 import json
@@ -50,7 +50,7 @@ def main():
             })
             eps = [pod_ip(i, j, a.endpoints) for j in range(a.endpoints)]
             if a.change_one and i == 0:
-                eps[-1] = "10.250.0.1"
+                eps.append("10.250.0.1")
             items.append({
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                 "metadata": {"name": f"{name}-abcde", "namespace": "bench",

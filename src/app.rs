@@ -45,12 +45,26 @@ pub fn init_logging(config: &Config) {
     }
 }
 
-/// The real IPVS adapter, or why there is none.
+/// The real IPVS adapter, or why there is none. The family only exists once
+/// ip_vs is loaded, so a first refusal is followed by one `modprobe ip_vs`.
 pub fn open_ipvs() -> Result<Box<dyn Ipvs>, KernelError> {
-    Err(KernelError::errno(
-        "open IPVS generic netlink family",
-        libc::ENOENT,
-    ))
+    use crate::kernel::ipvs::netlink::IpvsNetlink;
+    match IpvsNetlink::connect() {
+        Ok(c) => Ok(Box::new(c)),
+        Err(e) if e.is_unsupported() => {
+            let loaded = std::process::Command::new("modprobe")
+                .arg("ip_vs")
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if loaded {
+                IpvsNetlink::connect().map(|c| Box::new(c) as Box<dyn Ipvs>)
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The real link adapter.
