@@ -37,6 +37,9 @@ pub const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 /// rename), and one reload per burst is enough.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// The longest a burst of changes may delay a reload.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// The kinds a (re)load always reports, each with its complete set.
 pub const KINDS: [Kind; 4] = [
     Kind::Service,
@@ -76,6 +79,9 @@ pub struct LoadResult {
     pub ignored_kinds: BTreeSet<String>,
     /// Objects defined in more than one place; the last definition is kept.
     pub duplicates: Vec<String>,
+    /// Whether any file's objects differ from the previous load (always
+    /// true for a first load that found files).
+    pub changed: bool,
 }
 
 impl LoadResult {
@@ -100,6 +106,8 @@ pub fn load_dir(dir: &Path) -> LoadResult {
 /// What one file contributed the last time it parsed.
 #[derive(Clone, Debug, Default)]
 struct FileObjects {
+    /// The text they came from: an unchanged file is not parsed again.
+    text: String,
     objects: Vec<Object>,
     ignored: BTreeSet<String>,
 }
@@ -121,21 +129,32 @@ impl Loader {
 
     pub fn reload(&mut self) -> LoadResult {
         let mut errors = Vec::new();
+        let mut changed = false;
         match list_files(&self.dir) {
             Ok(files) => {
                 // A deleted file withdraws its objects; that was the operator's intent.
+                let before = self.last_good.len();
                 self.last_good.retain(|p, _| files.contains(p));
+                changed |= self.last_good.len() != before;
                 for path in files {
-                    let parsed = std::fs::read_to_string(&path)
-                        .map_err(|e| FileError {
-                            path: path.clone(),
-                            line: None,
-                            reason: format!("cannot read: {e}"),
-                        })
-                        .and_then(|text| parse_file(&path, &text));
-                    match parsed {
+                    let text = match std::fs::read_to_string(&path) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            errors.push(FileError {
+                                path,
+                                line: None,
+                                reason: format!("cannot read: {e}"),
+                            });
+                            continue;
+                        }
+                    };
+                    if self.last_good.get(&path).is_some_and(|f| f.text == text) {
+                        continue;
+                    }
+                    match parse_file(&path, text) {
                         Ok(objs) => {
                             self.last_good.insert(path, objs);
+                            changed = true;
                         }
                         Err(e) => errors.push(e),
                     }
@@ -149,12 +168,13 @@ impl Loader {
                 reason: format!("cannot list directory: {e}"),
             }),
         }
-        self.assemble(errors)
+        self.assemble(errors, changed)
     }
 
-    fn assemble(&self, errors: Vec<FileError>) -> LoadResult {
+    fn assemble(&self, errors: Vec<FileError>, changed: bool) -> LoadResult {
         let mut result = LoadResult {
             errors,
+            changed,
             ..Default::default()
         };
         for kind in KINDS {
@@ -264,19 +284,20 @@ fn default_namespace(obj: &mut Object) {
 
 /// Parse one file's text; the whole file fails if any document does, so
 /// that its last good version stays in use as a unit.
-fn parse_file(path: &Path, text: &str) -> Result<FileObjects, FileError> {
+fn parse_file(path: &Path, text: String) -> Result<FileObjects, FileError> {
     let mut out = FileObjects::default();
     let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
     if is_json {
-        parse_json(path, text, &mut out)?;
+        parse_json(path, &text, &mut out)?;
     } else {
-        for (first_line, doc) in split_documents(text) {
+        for (first_line, doc) in split_documents(&text) {
             parse_yaml_document(path, first_line, &doc, &mut out)?;
         }
     }
     for obj in &mut out.objects {
         default_namespace(obj);
     }
+    out.text = text;
     Ok(out)
 }
 
@@ -466,7 +487,7 @@ fn strip_json_position(e: &serde_json::Error) -> String {
 pub async fn run(dir: PathBuf, tx: EventSender) -> anyhow::Result<()> {
     use notify::Watcher as _;
 
-    let mut loader = Loader::new(&dir);
+    let loader = Loader::new(&dir);
     list_files(&dir).with_context(|| format!("--manifests {}", dir.display()))?;
 
     // notify calls back on its own thread; forward into the async world.
@@ -486,49 +507,74 @@ pub async fn run(dir: PathBuf, tx: EventSender) -> anyhow::Result<()> {
         .with_context(|| format!("watching {}", dir.display()))?;
 
     let mut warned = BTreeSet::new();
-    let mut send = |result: LoadResult| -> anyhow::Result<()> {
-        report(&result, &mut warned);
-        for ev in result.into_events() {
-            tx.send(ev).context("the sync loop has stopped")?;
-        }
-        Ok(())
-    };
 
-    let first = loader.reload();
+    let (mut loader, first) = reload_off_thread(loader).await?;
     tracing::info!(
         "manifests: {} objects from {}",
         first.count(),
         dir.display()
     );
-    send(first)?;
+    hand_over(first, &tx, &mut warned)?;
     tx.send(SourceEvent::Synced)
         .context("the sync loop has stopped")?;
 
     while wake_rx.recv().await.is_some() {
-        // Wait for the burst to end.
-        loop {
-            match tokio::time::timeout(DEBOUNCE, wake_rx.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) => break,
-                Err(_) => break,
-            }
+        // Wait for the burst to end, but not forever: a file rewritten
+        // continuously must still be read now and then.
+        let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+        while let Ok(Some(())) = tokio::time::timeout_at(
+            give_up.min(tokio::time::Instant::now() + DEBOUNCE),
+            wake_rx.recv(),
+        )
+        .await
+        {}
+        let result;
+        (loader, result) = reload_off_thread(loader).await?;
+        if !result.changed {
+            // Nothing to hand over (a swap file came and went, or a broken
+            // file is still broken); just say what is wrong.
+            report(&result, &mut warned);
+            continue;
         }
-        let result = loader.reload();
         tracing::info!(
             "manifests: reloaded {} objects from {}",
             result.count(),
             dir.display()
         );
-        send(result)?;
+        hand_over(result, &tx, &mut warned)?;
     }
     anyhow::bail!("the manifests watcher for {} stopped", dir.display())
+}
+
+/// Report a load's problems and send its objects to the store.
+fn hand_over(
+    result: LoadResult,
+    tx: &EventSender,
+    warned: &mut BTreeSet<String>,
+) -> anyhow::Result<()> {
+    report(&result, warned);
+    for ev in result.into_events() {
+        tx.send(ev).context("the sync loop has stopped")?;
+    }
+    Ok(())
+}
+
+/// Read the directory on a blocking thread: a directory of thousands of
+/// objects takes long enough to stall other tasks.
+async fn reload_off_thread(mut loader: Loader) -> anyhow::Result<(Loader, LoadResult)> {
+    tokio::task::spawn_blocking(move || {
+        let result = loader.reload();
+        (loader, result)
+    })
+    .await
+    .context("reading manifests")
 }
 
 /// Log what a load found wrong; each ignored kind only the first time it is
 /// seen (returned, for tests).
 fn report(result: &LoadResult, warned: &mut BTreeSet<String>) -> Vec<String> {
     for e in &result.errors {
-        tracing::error!("{e}; keeping this file's last good objects");
+        tracing::error!("{e} (the file's last good version, if any, stays in use)");
     }
     for d in &result.duplicates {
         tracing::warn!("{d}");
@@ -838,6 +884,29 @@ items:
     }
 
     #[test]
+    fn reload_reports_whether_anything_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let mut loader = Loader::new(p);
+        assert!(!loader.reload().changed, "an empty directory");
+        write(p, "a.yaml", &service_yaml("a", "10.96.0.1"));
+        assert!(loader.reload().changed);
+        let r = loader.reload();
+        assert!(!r.changed, "same text");
+        assert_eq!(r.count(), 1, "an unchanged file still contributes");
+        write(p, "x.txt", "not a manifest");
+        assert!(!loader.reload().changed);
+        write(p, "a.yaml", "kind: [");
+        let r = loader.reload();
+        assert!(!r.changed, "a broken file leaves the objects as they were");
+        assert_eq!(r.errors.len(), 1);
+        write(p, "a.yaml", &service_yaml("a", "10.96.0.2"));
+        assert!(loader.reload().changed);
+        std::fs::remove_file(p.join("a.yaml")).unwrap();
+        assert!(loader.reload().changed);
+    }
+
+    #[test]
     fn deleted_file_withdraws_its_objects() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.yaml", &service_yaml("a", "10.96.0.1"));
@@ -959,23 +1028,29 @@ items:
         }
         assert_eq!(names, vec!["a", "b"]);
 
-        // A broken edit keeps a's last good version. (Written by rename, so
-        // that no reload can catch the file truncated: an empty file is a
-        // valid one with no objects.)
+        // A broken edit sends nothing (nothing usable changed); the next
+        // change shows a's last good version still there. (Written by
+        // rename, so that no reload can catch the file truncated: an empty
+        // file is a valid one with no objects.)
         write(
             dir.path(),
             ".a.tmp",
             "apiVersion: v1\nkind: Service\nmetadata: [\n",
         );
         std::fs::rename(dir.path().join(".a.tmp"), dir.path().join("a.yaml")).unwrap();
-        assert_eq!(next_services(&mut rx).await, vec!["a", "b"]);
+        write(dir.path(), "c.yaml", &service_yaml("c", "10.96.0.3"));
+        let mut names = next_services(&mut rx).await;
+        while names.len() < 3 {
+            names = next_services(&mut rx).await;
+        }
+        assert_eq!(names, vec!["a", "b", "c"]);
 
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         let mut names = next_services(&mut rx).await;
-        while names.len() != 1 {
+        while names.len() != 2 {
             names = next_services(&mut rx).await;
         }
-        assert_eq!(names, vec!["b"]);
+        assert_eq!(names, vec!["b", "c"]);
         task.abort();
     }
 
