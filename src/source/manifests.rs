@@ -8,8 +8,9 @@
 //! (Deployments, Pods, ...) are ignored, with one warning per kind for the
 //! life of the process.
 //!
-//! Every (re)load sends one `SourceEvent::Replace` per kind with the complete
-//! set, so a deleted file or object disappears from the cluster state. A file
+//! The first load, and every reload that changed something, sends one
+//! `SourceEvent::Replace` per kind with the complete set, so a deleted file
+//! or object disappears from the cluster state. A file
 //! that cannot be read or parsed keeps contributing the objects of its last
 //! good version: a half-saved edit must not withdraw Services that are
 //! serving traffic. Objects without a namespace land in `default`, as
