@@ -19,12 +19,22 @@ use kproxy::kernel::ipvs::{
 
 fn cluster_ip(i: usize) -> IpAddr {
     let n = i + 1;
-    IpAddr::V4(Ipv4Addr::new(10, (96 + n / 65536) as u8, ((n / 256) % 256) as u8, (n % 256) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        10,
+        (96 + n / 65536) as u8,
+        ((n / 256) % 256) as u8,
+        (n % 256) as u8,
+    ))
 }
 
 fn pod_ip(i: usize, j: usize, m: usize) -> IpAddr {
     let n = i * m + j + 1;
-    IpAddr::V4(Ipv4Addr::new(10, (128 + n / 65536) as u8, ((n / 256) % 256) as u8, (n % 256) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        10,
+        (128 + n / 65536) as u8,
+        ((n / 256) % 256) as u8,
+        (n % 256) as u8,
+    ))
 }
 
 fn ops(n: usize, m: usize) -> Vec<IpvsOp> {
@@ -120,8 +130,17 @@ fn plan_bench(n: usize, m: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("kproxy-plan-bench-{}", std::process::id()));
     let gen_cluster = |extra: &[&str]| -> anyhow::Result<()> {
         let st = std::process::Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen-cluster.py"))
-            .args(["--services", &n.to_string(), "--endpoints", &m.to_string(), "--out"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/gen-cluster.py"
+            ))
+            .args([
+                "--services",
+                &n.to_string(),
+                "--endpoints",
+                &m.to_string(),
+                "--out",
+            ])
             .arg(&dir)
             .args(extra)
             .status()?;
@@ -131,11 +150,12 @@ fn plan_bench(n: usize, m: usize) -> anyhow::Result<()> {
     let load = || -> anyhow::Result<Vec<(Kind, Vec<Object>)>> {
         let mut by_kind: std::collections::BTreeMap<Kind, Vec<Object>> = Default::default();
         for e in std::fs::read_dir(&dir)? {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e?.path())?)?;
-            for item in v["items"].as_array().cloned().unwrap_or_default() {
-                if let Some(o) = Object::from_value(item).map_err(anyhow::Error::msg)? {
-                    by_kind.entry(o.kind()).or_default().push(o);
-                }
+            let path = e?.path();
+            let text = std::fs::read_to_string(&path)?;
+            for o in kproxy::source::manifests::parse_text(&path, &text)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                by_kind.entry(o.kind()).or_default().push(o);
             }
         }
         Ok(by_kind.into_iter().collect())

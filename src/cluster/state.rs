@@ -59,23 +59,6 @@ impl Object {
         }
     }
 
-    /// An object from its JSON/YAML form, dispatched on apiVersion and kind.
-    /// Ok(None) for kinds kproxy does not read (Deployments, Pods, ...).
-    pub fn from_value(v: serde_json::Value) -> Result<Option<Object>, String> {
-        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        let (api, kind) = (field("apiVersion"), field("kind"));
-        let err = |e: serde_json::Error| format!("{api} {kind}: {e}");
-        Ok(Some(match (api.as_str(), kind.as_str()) {
-            ("v1", "Service") => Object::Service(serde_json::from_value(v).map_err(err)?),
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                Object::EndpointSlice(serde_json::from_value(v).map_err(err)?)
-            }
-            ("v1", "Endpoints") => Object::Endpoints(serde_json::from_value(v).map_err(err)?),
-            ("v1", "Node") => Object::Node(serde_json::from_value(v).map_err(err)?),
-            _ => return Ok(None),
-        }))
-    }
-
     pub fn object_ref(&self) -> ObjectRef {
         let m = self.metadata();
         ObjectRef {

@@ -13,6 +13,7 @@ use crate::cluster::convert::ConvertOptions;
 use crate::cluster::{ClusterState, Kind, Object, SourceEvent};
 use crate::config::{Config, Flags};
 use crate::kernel::link::LocalAddress;
+use crate::source::manifests::parse_text;
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ipvs");
@@ -61,16 +62,20 @@ fn config_for(text: &str) -> Config {
 
 /// Load every object of a multi-document YAML fixture into a fresh store.
 pub(crate) fn state_from_yaml(text: &str, config: &Config) -> (ClusterState, Vec<String>) {
+    state_from_objects(parse_text(Path::new("fixture.yaml"), text).unwrap(), config)
+}
+
+pub(crate) fn state_from_objects(
+    objects: Vec<Object>,
+    config: &Config,
+) -> (ClusterState, Vec<String>) {
     let mut state = ClusterState::new(ConvertOptions {
         nodeport_range: config.nodeport_range,
         node_name: config.hostname.clone(),
     });
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).unwrap();
     let mut by_kind: std::collections::BTreeMap<Kind, Vec<Object>> = Default::default();
-    for doc in docs {
-        if let Some(obj) = Object::from_value(doc).unwrap() {
-            by_kind.entry(obj.kind()).or_default().push(obj);
-        }
+    for obj in objects {
+        by_kind.entry(obj.kind()).or_default().push(obj);
     }
     let mut problems = Vec::new();
     for (kind, objs) in by_kind {

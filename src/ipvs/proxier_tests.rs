@@ -182,10 +182,9 @@ fn a_bad_update_keeps_what_is_programmed() {
             .any(|p| p.contains("Service default/web") && p.contains("70000"))
     );
     assert!(bad_state.services().next().is_none());
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&bad).unwrap();
-    let svc = crate::cluster::Object::from_value(docs[0].clone())
-        .unwrap()
-        .unwrap();
+    let docs =
+        crate::source::manifests::parse_text(std::path::Path::new("bad.yaml"), &bad).unwrap();
+    let svc = docs[0].clone();
     let problems = state.apply(crate::cluster::SourceEvent::Apply(svc));
     assert_eq!(problems.len(), 1);
     let out = n.proxier.sync(&state, None);
