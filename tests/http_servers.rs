@@ -328,6 +328,13 @@ async fn invalid_objects_counts_distinct_objects() {
         sample(&m, "kubeproxy_sync_proxy_rules_no_local_endpoints_total"),
         Some(3.0)
     );
+    // Objects the store refused add to those the planner skipped.
+    t.set_refused_objects(5);
+    let (_, _, m) = get(running.metrics.unwrap(), "/metrics").await;
+    assert_eq!(sample(&m, "kproxy_invalid_objects"), Some(7.0));
+    t.synced(&report(SyncOutcome::default()));
+    let (_, _, m) = get(running.metrics.unwrap(), "/metrics").await;
+    assert_eq!(sample(&m, "kproxy_invalid_objects"), Some(5.0));
 }
 
 #[tokio::test]

@@ -49,16 +49,21 @@ fn err(path: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
-/// Read `path` into a base Config (defaults for everything the file leaves out).
+/// Read `path` into a base Config (defaults for everything the file leaves
+/// out), logging the fields that have no effect at debug level.
 pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Config> {
+    let loaded = read(path)?;
+    loaded.log_ignored();
+    Ok(loaded.config)
+}
+
+/// `load` without the logging, for callers that set up logging from the
+/// file's own settings first and call `Loaded::log_ignored` afterwards.
+pub fn read(path: impl AsRef<Path>) -> anyhow::Result<Loaded> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    let loaded = parse(&text).with_context(|| format!("config file {}", path.display()))?;
-    for field in &loaded.ignored {
-        tracing::debug!(field = %field, "config file field accepted but not used by kproxy");
-    }
-    Ok(loaded.config)
+    parse(&text).with_context(|| format!("config file {}", path.display()))
 }
 
 /// The result of parsing a file: the Config, and the fields that were
@@ -67,6 +72,14 @@ pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Config> {
 pub struct Loaded {
     pub config: Config,
     pub ignored: Vec<String>,
+}
+
+impl Loaded {
+    pub fn log_ignored(&self) {
+        for field in &self.ignored {
+            tracing::debug!(field = %field, "config file field accepted but not used by kproxy");
+        }
+    }
 }
 
 /// Parse a KubeProxyConfiguration document (YAML or JSON).

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +35,10 @@ struct Metrics {
     healthz: Family<Labels, Counter>,
     livez: Family<Labels, Counter>,
     invalid_objects: Gauge,
+    /// The two parts of `invalid_objects`: objects the store refused (told
+    /// by the caller) and objects the last sync's planning skipped.
+    refused: AtomicI64,
+    skipped: AtomicI64,
     kernel_ops: Family<Labels, Counter>,
     sync_errors: Counter,
     syncs: Family<Labels, Counter>,
@@ -64,6 +68,8 @@ impl Metrics {
             healthz: Family::default(),
             livez: Family::default(),
             invalid_objects: Gauge::default(),
+            refused: AtomicI64::new(0),
+            skipped: AtomicI64::new(0),
             kernel_ops: Family::default(),
             sync_errors: Counter::default(),
             syncs: Family::default(),
@@ -144,6 +150,11 @@ impl Metrics {
             m.source_connected.clone(),
         );
         (m, r)
+    }
+
+    fn update_invalid(&self) {
+        self.invalid_objects
+            .set(self.refused.load(Ordering::Relaxed) + self.skipped.load(Ordering::Relaxed));
     }
 }
 
@@ -226,10 +237,12 @@ impl Telemetry {
         lock(&self.health).node_eligible = !(deleting || tainted);
     }
 
-    /// Objects currently refused as invalid (for callers that know the
-    /// store's count; a sync report's own problems are counted otherwise).
-    pub fn set_invalid_objects(&self, n: u64) {
-        self.metrics.invalid_objects.set(n as i64);
+    /// Objects the store currently refuses as invalid (`ClusterState::rejected`).
+    /// Added to the objects the last sync's planning skipped to make
+    /// `kproxy_invalid_objects`.
+    pub fn set_refused_objects(&self, n: u64) {
+        self.metrics.refused.store(n as i64, Ordering::Relaxed);
+        self.metrics.update_invalid();
     }
 
     /// The proxier's health, ignoring the node (as /livez).
@@ -310,7 +323,8 @@ impl SyncObserver for Telemetry {
         }
         m.sync_errors.inc_by(outcome.errors.len() as u64);
         let distinct: BTreeSet<_> = outcome.problems.iter().map(|p| &p.object).collect();
-        m.invalid_objects.set(distinct.len() as i64);
+        m.skipped.store(distinct.len() as i64, Ordering::Relaxed);
+        m.update_invalid();
         let result = if outcome.ok() { "ok" } else { "error" };
         m.syncs
             .get_or_create(&vec![("result".to_string(), result.to_string())])

@@ -94,17 +94,22 @@ pub struct Options {
 
 /// Watch Services, EndpointSlices and the Node named `node_name` until the
 /// receiving end of `tx` goes away.
-pub async fn run(client: kube::Client, node_name: &str, tx: EventSender) -> anyhow::Result<()> {
+pub async fn run(
+    client: kube::Client,
+    node_name: impl Into<String>,
+    tx: EventSender,
+) -> anyhow::Result<()> {
     run_with(client, node_name, tx, Options::default()).await
 }
 
 /// `run` with explicit options.
 pub async fn run_with(
     client: kube::Client,
-    node_name: &str,
+    node_name: impl Into<String>,
     tx: EventSender,
     options: Options,
 ) -> anyhow::Result<()> {
+    let node_name = node_name.into();
     let link = Arc::new(Link::new(tx));
     // Every request goes through `Observed`, so any answer from the API
     // server (a re-established watch included, which produces no event)
