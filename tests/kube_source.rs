@@ -210,7 +210,8 @@ async fn handle(
         q.get("fieldSelector").map(String::as_str).unwrap_or("")
     );
     if q.get("watch").map(String::as_str) != Some("true") {
-        st.requests.push(format!("list {res:?} {sel_text}"));
+        let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+        st.requests.push(format!("list {res:?} rv={rv} {sel_text}"));
         let items: Vec<Value> = st
             .objects
             .iter()
@@ -493,10 +494,11 @@ async fn lists_then_streams_service_and_slice_changes() {
     );
     // The selectors are kube-proxy's.
     let requests = api.with(|s| s.requests.clone());
-    assert!(requests.contains(&"list Services labelSelector=!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless fieldSelector=".to_string()), "{requests:#?}");
+    assert!(requests.contains(&"list Services rv=0 labelSelector=!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless fieldSelector=".to_string()), "{requests:#?}");
     assert!(
-        requests
-            .contains(&"list Nodes labelSelector= fieldSelector=metadata.name=node-1".to_string()),
+        requests.contains(
+            &"list Nodes rv=0 labelSelector= fieldSelector=metadata.name=node-1".to_string()
+        ),
         "{requests:#?}"
     );
 

@@ -124,7 +124,7 @@ pub async fn run_with(
     let services = watch_kind(
         Kind::Service,
         Api::<Service>::all(client.clone()),
-        watcher::Config::default().labels(SERVICE_SELECTOR),
+        list_config().labels(SERVICE_SELECTOR),
         |s| Object::Service(Box::new(s)),
         link.clone(),
         &options,
@@ -132,7 +132,7 @@ pub async fn run_with(
     let slices = watch_kind(
         Kind::EndpointSlice,
         Api::<EndpointSlice>::all(client.clone()),
-        watcher::Config::default().labels(ENDPOINT_SLICE_SELECTOR),
+        list_config().labels(ENDPOINT_SLICE_SELECTOR),
         |s| Object::EndpointSlice(Box::new(s)),
         link.clone(),
         &options,
@@ -140,7 +140,7 @@ pub async fn run_with(
     let node = watch_kind(
         Kind::Node,
         Api::<Node>::all(client),
-        watcher::Config::default().fields(&format!("metadata.name={node_name}")),
+        list_config().fields(&format!("metadata.name={node_name}")),
         |n| Object::Node(Box::new(n)),
         link.clone(),
         &options,
@@ -148,6 +148,17 @@ pub async fn run_with(
     // Each returns only when the sync loop has gone away; then stop all.
     futures::future::select_all([services.boxed(), slices.boxed(), node.boxed()]).await;
     Ok(())
+}
+
+/// Lists are served from the API server's watch cache (resourceVersion=0),
+/// as client-go's informers do: with one kproxy per node, a restart wave
+/// must not turn into thousands of quorum reads from etcd. The watch that
+/// follows brings the state up to date. The cache serves a list whole, so
+/// no page size (kube-rs would otherwise drop resourceVersion=0 to page).
+fn list_config() -> watcher::Config {
+    let mut c = watcher::Config::default().any_semantic();
+    c.page_size = None;
+    c
 }
 
 /// The kinds that must have been listed once before `Synced`.
