@@ -11,5 +11,6 @@ pub mod http;
 pub mod iptables;
 pub mod ipvs;
 pub mod kernel;
+pub mod logging;
 pub mod source;
 pub mod sync;

@@ -1,6 +1,7 @@
 //! Configuration: command-line flags (upstream kube-proxy's names), resolved
 //! into one `Config` that every stage reads.
 
+pub mod file;
 pub mod flags;
 
 use std::net::SocketAddr;

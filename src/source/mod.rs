@@ -2,6 +2,7 @@
 //! manifests (`manifests`). Both send the same `SourceEvent`s into the sync
 //! loop's channel.
 
+pub mod kube;
 pub mod manifests;
 
 use tokio::sync::mpsc::UnboundedSender;

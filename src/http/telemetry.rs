@@ -1,0 +1,460 @@
+//! Health and metrics state fed by the sync loop (`SyncObserver`) and read
+//! by the HTTP handlers.
+//!
+//! Health follows kube-proxy's proxier health server: healthy while starting
+//! (no sync completed yet) and while no update is pending; unhealthy once an
+//! update has been queued and not applied for longer than the timeout
+//! (kube-proxy uses 2 × sync period). A failed sync does not clear a pending
+//! update, so a kernel that keeps refusing changes turns the node unhealthy.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::{Config, ProxyMode};
+use crate::sync::{SyncObserver, SyncReport};
+
+type Labels = Vec<(String, String)>;
+
+/// kube-proxy's metrics, under its names, plus kproxy's own.
+struct Metrics {
+    sync_duration: Histogram,
+    last_sync: Gauge<f64, AtomicU64>,
+    last_queued: Gauge<f64, AtomicU64>,
+    network_programming: Histogram,
+    endpoint_changes: Counter,
+    service_changes: Counter,
+    no_local_endpoints: Gauge,
+    healthz: Family<Labels, Counter>,
+    livez: Family<Labels, Counter>,
+    invalid_objects: Gauge,
+    /// The two parts of `invalid_objects`: objects the store refused (told
+    /// by the caller) and objects the last sync's planning skipped.
+    refused: AtomicI64,
+    skipped: AtomicI64,
+    kernel_ops: Family<Labels, Counter>,
+    sync_errors: Counter,
+    syncs: Family<Labels, Counter>,
+    source_connected: Gauge,
+}
+
+impl Metrics {
+    fn new() -> (Self, Registry) {
+        // kube-proxy: ExponentialBuckets(0.001, 2, 15), 1 ms .. 16.384 s.
+        let sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        // kube-proxy: 0, 0.25, 0.5, 1..59 s, 60..115 s by 5, 120..300 s by 30.
+        let network_programming = Histogram::new(
+            std::iter::once(0.0)
+                .chain(linear_buckets(0.25, 0.25, 2))
+                .chain(linear_buckets(1.0, 1.0, 59))
+                .chain(linear_buckets(60.0, 5.0, 12))
+                .chain(linear_buckets(120.0, 30.0, 7)),
+        );
+        let m = Metrics {
+            sync_duration,
+            last_sync: Gauge::default(),
+            last_queued: Gauge::default(),
+            network_programming,
+            endpoint_changes: Counter::default(),
+            service_changes: Counter::default(),
+            no_local_endpoints: Gauge::default(),
+            healthz: Family::default(),
+            livez: Family::default(),
+            invalid_objects: Gauge::default(),
+            refused: AtomicI64::new(0),
+            skipped: AtomicI64::new(0),
+            kernel_ops: Family::default(),
+            sync_errors: Counter::default(),
+            syncs: Family::default(),
+            source_connected: Gauge::default(),
+        };
+        m.source_connected.set(1);
+        let mut r = Registry::default();
+        r.register(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            m.sync_duration.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            m.last_sync.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            m.last_queued.clone(),
+        );
+        r.register(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            m.network_programming.clone(),
+        );
+        // Counters get their `_total` suffix from the encoder.
+        r.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            m.endpoint_changes.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            m.service_changes.clone(),
+        );
+        // A gauge despite the name, as in kube-proxy.
+        r.register(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            m.no_local_endpoints.clone(),
+        );
+        r.register(
+            "kubeproxy_proxy_healthz",
+            "Cumulative proxy healthz HTTP status",
+            m.healthz.clone(),
+        );
+        r.register(
+            "kubeproxy_proxy_livez",
+            "Cumulative proxy livez HTTP status",
+            m.livez.clone(),
+        );
+        r.register(
+            "kproxy_invalid_objects",
+            "Objects refused or skipped as invalid in the last sync",
+            m.invalid_objects.clone(),
+        );
+        r.register(
+            "kproxy_kernel_operations",
+            "Kernel operations applied, by kind",
+            m.kernel_ops.clone(),
+        );
+        r.register(
+            "kproxy_sync_errors",
+            "Errors that kept a sync from completing (refused kernel operations and the like)",
+            m.sync_errors.clone(),
+        );
+        r.register(
+            "kproxy_syncs",
+            "Syncs run, by result (ok, error)",
+            m.syncs.clone(),
+        );
+        r.register(
+            "kproxy_source_connected",
+            "1 while the source of Services and EndpointSlices is connected, 0 while it is not",
+            m.source_connected.clone(),
+        );
+        (m, r)
+    }
+
+    fn update_invalid(&self) {
+        self.invalid_objects
+            .set(self.refused.load(Ordering::Relaxed) + self.skipped.load(Ordering::Relaxed));
+    }
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    /// Wall-clock time of the last successful sync; None while starting.
+    last_updated: Option<SystemTime>,
+    /// Monotonic time of the oldest update queued and not yet applied.
+    oldest_pending: Option<Instant>,
+    /// The Node is not being removed (not deleted, not tainted for removal).
+    node_eligible: bool,
+    source_connected: bool,
+}
+
+/// A health report, as served on /healthz and /livez.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthReport {
+    pub healthy: bool,
+    /// When unhealthy, the last successful sync (or the Unix epoch if none);
+    /// when healthy, `current_time`, as kube-proxy reports it.
+    pub last_updated: SystemTime,
+    pub current_time: SystemTime,
+    pub node_eligible: bool,
+    pub source_connected: bool,
+}
+
+/// Observes the sync loop; serves /healthz, /livez and /metrics.
+pub struct Telemetry {
+    health_timeout: Duration,
+    health: Mutex<Health>,
+    metrics: Metrics,
+    registry: Registry,
+    mode: Mutex<Option<ProxyMode>>,
+}
+
+impl Telemetry {
+    /// `health_timeout`: how long a queued update may stay unapplied before
+    /// /healthz fails.
+    pub fn new(health_timeout: Duration) -> Self {
+        let (metrics, registry) = Metrics::new();
+        Self {
+            health_timeout,
+            health: Mutex::new(Health {
+                node_eligible: true,
+                source_connected: true,
+                ..Health::default()
+            }),
+            metrics,
+            registry,
+            mode: Mutex::new(None),
+        }
+    }
+
+    /// kube-proxy's choice: twice the sync period of the mode in use.
+    pub fn for_config(cfg: &Config, mode: ProxyMode) -> Self {
+        let t = Self::new(2 * cfg.sync_periods(mode).1);
+        t.set_proxy_mode(mode);
+        t
+    }
+
+    /// The mode in use, served on /proxyMode.
+    pub fn set_proxy_mode(&self, mode: ProxyMode) {
+        *lock(&self.mode) = Some(mode);
+    }
+
+    pub fn proxy_mode(&self) -> Option<ProxyMode> {
+        *lock(&self.mode)
+    }
+
+    /// Report whether this node is being removed, from its Node object:
+    /// /healthz (not /livez) fails for a node that is deleted or tainted
+    /// `ToBeDeletedByClusterAutoscaler`, so load balancers drain it first.
+    pub fn sync_node(&self, node: &k8s_openapi::api::core::v1::Node) {
+        let deleting = node.metadata.deletion_timestamp.is_some();
+        let tainted = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == "ToBeDeletedByClusterAutoscaler"));
+        lock(&self.health).node_eligible = !(deleting || tainted);
+    }
+
+    /// Objects the store currently refuses as invalid (`ClusterState::rejected`).
+    /// Added to the objects the last sync's planning skipped to make
+    /// `kproxy_invalid_objects`.
+    pub fn set_refused_objects(&self, n: u64) {
+        self.metrics.refused.store(n as i64, Ordering::Relaxed);
+        self.metrics.update_invalid();
+    }
+
+    /// The proxier's health, ignoring the node (as /livez).
+    pub fn health(&self) -> HealthReport {
+        let now = SystemTime::now();
+        let h = lock(&self.health);
+        // Healthy while starting up: nothing has been applied yet, and the
+        // first sync of a large cluster may legitimately take long.
+        let late = match (h.last_updated, h.oldest_pending) {
+            (Some(_), Some(queued)) => queued.elapsed() >= self.health_timeout,
+            _ => false,
+        };
+        HealthReport {
+            healthy: !late,
+            last_updated: if late {
+                h.last_updated.unwrap_or(UNIX_EPOCH)
+            } else {
+                now
+            },
+            current_time: now,
+            node_eligible: h.node_eligible,
+            source_connected: h.source_connected,
+        }
+    }
+
+    pub(crate) fn count_probe(&self, livez: bool, code: u16) {
+        let family = if livez {
+            &self.metrics.livez
+        } else {
+            &self.metrics.healthz
+        };
+        family
+            .get_or_create(&vec![("code".to_string(), code.to_string())])
+            .inc();
+    }
+
+    /// The metrics in Prometheus/OpenMetrics text.
+    pub fn encode_metrics(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking handler must not take health reporting down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl SyncObserver for Telemetry {
+    fn queued(&self) {
+        let mut h = lock(&self.health);
+        // Only the oldest pending update counts, as in kube-proxy.
+        h.oldest_pending.get_or_insert_with(Instant::now);
+        self.metrics
+            .last_queued
+            .set(unix_seconds(SystemTime::now()));
+    }
+
+    fn synced(&self, report: &SyncReport) {
+        let m = &self.metrics;
+        let outcome = &report.outcome;
+        m.sync_duration.observe(report.duration.as_secs_f64());
+        m.endpoint_changes.inc_by(report.endpoint_changes);
+        m.service_changes.inc_by(report.service_changes);
+        m.no_local_endpoints.set(outcome.no_local_endpoints as i64);
+        for (kind, n) in &outcome.ops {
+            m.kernel_ops
+                .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+                .inc_by(*n);
+        }
+        m.sync_errors.inc_by(outcome.errors.len() as u64);
+        let distinct: BTreeSet<_> = outcome.problems.iter().map(|p| &p.object).collect();
+        m.skipped.store(distinct.len() as i64, Ordering::Relaxed);
+        m.update_invalid();
+        let result = if outcome.ok() { "ok" } else { "error" };
+        m.syncs
+            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .inc();
+        if !outcome.ok() {
+            // The pending update (if any) stays pending.
+            return;
+        }
+        let now = SystemTime::now();
+        m.last_sync.set(unix_seconds(now));
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for t in &report.trigger_times {
+            // A trigger time ahead of our clock is skew, not a latency.
+            if *t <= now_ms {
+                m.network_programming.observe((now_ms - t) as f64 / 1000.0);
+            }
+        }
+        let mut h = lock(&self.health);
+        h.oldest_pending = None;
+        h.last_updated = Some(now);
+    }
+
+    fn source_connected(&self, connected: bool) {
+        lock(&self.health).source_connected = connected;
+        self.metrics.source_connected.set(i64::from(connected));
+    }
+}
+
+/// Go's `time.Time` text (`2006-01-02 15:04:05.999999999 +0000 UTC`), which
+/// is what kube-proxy's health JSON carries.
+pub fn go_time(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let (y, mo, da) = civil_from_days(days);
+    let mut s = format!(
+        "{y:04}-{mo:02}-{da:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
+    let nanos = d.subsec_nanos();
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push_str(" +0000 UTC");
+    s
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
+/// calendar, by counting 400-year eras that start on March 1st.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_time_format() {
+        assert_eq!(go_time(UNIX_EPOCH), "1970-01-01 00:00:00 +0000 UTC");
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 120_000_000);
+        assert_eq!(go_time(t), "2023-11-14 22:13:20.12 +0000 UTC");
+        // A leap day.
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(go_time(t), "2000-02-29 00:00:00 +0000 UTC");
+    }
+
+    #[test]
+    fn healthy_while_starting_even_with_an_update_queued() {
+        let t = Telemetry::new(Duration::ZERO);
+        t.queued();
+        assert!(t.health().healthy);
+    }
+
+    #[test]
+    fn a_failed_sync_keeps_the_update_pending() {
+        let t = Telemetry::new(Duration::ZERO);
+        let ok = SyncReport {
+            started: SystemTime::now(),
+            duration: Duration::from_millis(3),
+            full: true,
+            outcome: Default::default(),
+            service_changes: 0,
+            endpoint_changes: 0,
+            trigger_times: vec![],
+        };
+        t.synced(&ok);
+        assert!(t.health().healthy);
+        t.queued();
+        let mut failed = ok.clone();
+        failed
+            .outcome
+            .errors
+            .push("add_virtual_server 10.0.0.1:80: EEXIST".into());
+        t.synced(&failed);
+        let h = t.health();
+        assert!(!h.healthy);
+        assert!(h.last_updated < h.current_time);
+        t.synced(&ok);
+        assert!(t.health().healthy);
+    }
+
+    #[test]
+    fn a_node_being_removed_is_not_eligible() {
+        let t = Telemetry::new(Duration::from_secs(60));
+        let mut node: k8s_openapi::api::core::v1::Node = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "n"}, "spec": {"taints": [
+                {"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]}}),
+        )
+        .unwrap();
+        t.sync_node(&node);
+        assert!(!t.health().node_eligible);
+        node.spec = None;
+        t.sync_node(&node);
+        assert!(t.health().node_eligible);
+    }
+}
