@@ -18,31 +18,22 @@ use crate::kernel::link::Links;
 use crate::source::EventSender;
 use crate::sync::{Exit, NoObserver, Periods, Proxier, SyncLoop, SyncObserver};
 
-/// Defaults, then the config file (if any), then the flags given.
-pub fn load_config(flags: &Flags) -> anyhow::Result<Config> {
-    let base = Config::default();
-    if flags.config.is_some() {
-        bail!("--config: KubeProxyConfiguration files are not supported yet");
+/// Defaults, then the config file (if any), then the flags given (flags
+/// win, as upstream). Also returns the file's accepted-but-unused fields,
+/// to be logged once logging is set up from this very config.
+pub fn load_config(flags: &Flags) -> anyhow::Result<(Config, Option<crate::config::file::Loaded>)> {
+    match &flags.config {
+        Some(path) => {
+            let loaded = crate::config::file::read(path)?;
+            let config = flags.apply_to(loaded.config.clone())?;
+            Ok((config, Some(loaded)))
+        }
+        None => Ok((flags.apply_to(Config::default())?, None)),
     }
-    flags.apply_to(base)
 }
 
 pub fn init_logging(config: &Config) {
-    let level = match config.verbosity {
-        0..=1 => "info",
-        2..=3 => "info",
-        4..=5 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        crate::config::LogFormat::Json => builder.json().init(),
-        crate::config::LogFormat::Text => builder.init(),
-    }
+    crate::logging::init(config.verbosity, config.log_format);
 }
 
 /// The real IPVS adapter, or why there is none. The family only exists once
@@ -171,8 +162,14 @@ pub async fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn start_http(_config: &Config) -> anyhow::Result<Arc<dyn SyncObserver>> {
-    Ok(Arc::new(NoObserver))
+/// The health and metrics servers; their telemetry observes the sync loop.
+pub async fn start_http(config: &Config, mode: ProxyMode) -> anyhow::Result<Arc<dyn SyncObserver>> {
+    if config.once {
+        return Ok(Arc::new(NoObserver));
+    }
+    let telemetry = Arc::new(crate::http::Telemetry::for_config(config, mode));
+    crate::http::start(config, Arc::clone(&telemetry)).await?;
+    Ok(telemetry)
 }
 
 pub async fn run_loop(

@@ -12,7 +12,7 @@ use kproxy::config::{Config, Flags};
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let config = match app::load_config(&flags) {
+    let (config, loaded) = match app::load_config(&flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kproxy: {e:#}");
@@ -20,6 +20,9 @@ fn main() -> ExitCode {
         }
     };
     app::init_logging(&config);
+    if let Some(l) = loaded {
+        l.log_ignored();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -51,7 +54,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     if config.dry_run {
         return app::dry_run(proxier, &config, rx).await;
     }
-    let observer = app::start_http(&config).await?;
+    let observer = app::start_http(&config, proxier.mode()).await?;
     let exit = app::run_loop(proxier, &config, rx, Arc::clone(&observer)).await;
     Ok(exit)
 }

@@ -66,6 +66,8 @@ pub struct SyncReport {
     pub endpoint_changes: u64,
     /// Endpoint change trigger times (unix ms) of the slices applied by this sync.
     pub trigger_times: Vec<i64>,
+    /// API objects the store currently refuses as invalid.
+    pub rejected_objects: u64,
 }
 
 /// Health and metrics hook into the loop.
@@ -155,6 +157,7 @@ impl<P: Proxier> SyncLoop<P> {
             service_changes: self.state.service_changes - svc0,
             endpoint_changes: self.state.endpoint_changes - ep0,
             trigger_times,
+            rejected_objects: self.state.rejected().count() as u64,
             outcome,
         };
         for e in &report.outcome.errors {

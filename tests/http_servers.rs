@@ -44,6 +44,7 @@ fn report(outcome: SyncOutcome) -> SyncReport {
         service_changes: 3,
         endpoint_changes: 5,
         trigger_times: vec![],
+        rejected_objects: 0,
     }
 }
 
@@ -332,7 +333,10 @@ async fn invalid_objects_counts_distinct_objects() {
     t.set_refused_objects(5);
     let (_, _, m) = get(running.metrics.unwrap(), "/metrics").await;
     assert_eq!(sample(&m, "kproxy_invalid_objects"), Some(7.0));
-    t.synced(&report(SyncOutcome::default()));
+    // Each sync reports the store's refused objects itself.
+    let mut r = report(SyncOutcome::default());
+    r.rejected_objects = 5;
+    t.synced(&r);
     let (_, _, m) = get(running.metrics.unwrap(), "/metrics").await;
     assert_eq!(sample(&m, "kproxy_invalid_objects"), Some(5.0));
 }

@@ -310,6 +310,7 @@ impl SyncObserver for Telemetry {
     }
 
     fn synced(&self, report: &SyncReport) {
+        self.set_refused_objects(report.rejected_objects);
         let m = &self.metrics;
         let outcome = &report.outcome;
         m.sync_duration.observe(report.duration.as_secs_f64());
@@ -426,6 +427,7 @@ mod tests {
             service_changes: 0,
             endpoint_changes: 0,
             trigger_times: vec![],
+            rejected_objects: 0,
         };
         t.synced(&ok);
         assert!(t.health().healthy);
