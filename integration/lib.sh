@@ -34,7 +34,8 @@ setup_node() {
   sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 }
 
-# add_pod NAME IPV4 [IPV6]: a namespace "pod" answering HTTP on :8080 with its name.
+# add_pod NAME IPV4 [IPV6]: a namespace "pod" answering HTTP with its name,
+# on $POD_PORT (8080 unless set).
 add_pod() {
   local name=$1 ip4=$2 ip6=${3:-} ns="kp-$1" veth="v-$1"
   ip netns add "$ns"
@@ -52,7 +53,7 @@ add_pod() {
   fi
   mkdir -p "$WORK/www-$name"
   echo "$name" > "$WORK/www-$name/index.html"
-  ip netns exec "$ns" busybox httpd -p 8080 -h "$WORK/www-$name"
+  ip netns exec "$ns" busybox httpd -p "${POD_PORT:-8080}" -h "$WORK/www-$name"
 }
 
 # ipvsadm -Ln without the version line, each virtual server's real servers
