@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::cluster::topology::{NodeView, PortEndpoint, categorize, port_endpoints};
+use crate::cluster::topology::{Categorized, NodeView, categorize, port_endpoints};
 use crate::cluster::{
     ClusterState, IpFamily, IpMode, Kind, ObjectRef, Problem, Service, ServiceName, ServicePort,
     ServiceType, TrafficPolicy,
@@ -104,6 +104,11 @@ pub fn nodeport_addresses(
 }
 
 /// Plan the whole node.
+///
+/// Two passes: every Service's cluster IPs first, then external IPs,
+/// load-balancer IPs and node ports. The API server hands out cluster IPs
+/// uniquely, while externalIPs are free text: an externalIP that names
+/// another Service's cluster IP must not take that virtual server away.
 pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsPlan {
     let mut plan = IpvsPlan::default();
     let view = NodeView {
@@ -114,6 +119,7 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
         .into_iter()
         .map(|f| (f, nodeport_addresses(node, &cfg.nodeport_addresses, f)))
         .collect();
+    let mut ports = Vec::new();
     for svc in state.services() {
         if !svc.is_proxied() {
             continue;
@@ -122,20 +128,45 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
         for family in svc.families() {
             for port in &svc.ports {
                 let eps = port_endpoints(svc, port, family, &slices, &view, &mut plan.problems);
-                plan_port(
-                    &mut plan,
-                    svc,
-                    port,
-                    family,
-                    &eps,
-                    &view,
-                    &node_addrs[&family],
-                    cfg,
-                );
+                let cat = categorize(svc, &eps, &view);
+                count_no_local(&mut plan, svc, &cat);
+                ports.push((svc, port, family, cat));
             }
         }
     }
+    for pass in [Pass::ClusterIps, Pass::Others] {
+        for (svc, port, family, cat) in &ports {
+            plan_port(
+                &mut plan,
+                pass,
+                svc,
+                port,
+                *family,
+                cat,
+                &node_addrs[family],
+                cfg,
+            );
+        }
+    }
     plan
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    ClusterIps,
+    Others,
+}
+
+fn count_no_local(plan: &mut IpvsPlan, svc: &Service, cat: &Categorized) {
+    if svc.internal_traffic_policy == TrafficPolicy::Local && cat.local.is_empty() {
+        plan.no_local_endpoints += 1;
+    }
+    if svc.is_external()
+        && svc.external_traffic_policy == TrafficPolicy::Local
+        && cat.local.is_empty()
+    {
+        plan.no_local_endpoints += 1;
+    }
 }
 
 /// Where a virtual server comes from, for naming it in problems.
@@ -159,24 +190,14 @@ enum VipKind {
 #[allow(clippy::too_many_arguments)]
 fn plan_port(
     plan: &mut IpvsPlan,
+    pass: Pass,
     svc: &Service,
     port: &ServicePort,
     family: IpFamily,
-    eps: &[PortEndpoint],
-    view: &NodeView<'_>,
+    cat: &Categorized,
     node_addrs: &[IpAddr],
     cfg: &PlanConfig,
 ) {
-    let cat = categorize(svc, eps, view);
-    if svc.internal_traffic_policy == TrafficPolicy::Local && cat.local.is_empty() {
-        plan.no_local_endpoints += 1;
-    }
-    if svc.is_external()
-        && svc.external_traffic_policy == TrafficPolicy::Local
-        && cat.local.is_empty()
-    {
-        plan.no_local_endpoints += 1;
-    }
     let persistence = svc.affinity_timeout.map(|timeout| Persistence {
         timeout,
         netmask: match family {
@@ -187,29 +208,35 @@ fn plan_port(
     let in_family = |a: &&IpAddr| IpFamily::of(a) == family;
 
     let mut vips: Vec<(IpAddr, u16, VipKind)> = Vec::new();
-    for ip in svc.cluster_ips.iter().filter(in_family) {
-        vips.push((*ip, port.port, VipKind::ClusterIp));
-    }
-    for ip in svc.external_ips.iter().filter(in_family) {
-        vips.push((*ip, port.port, VipKind::ExternalIp));
-    }
-    if svc.service_type == ServiceType::LoadBalancer {
-        for ing in &svc.load_balancer_ingress {
-            // With ipMode Proxy the load balancer delivers to the node
-            // itself; binding its IP here would capture traffic meant for it.
-            if ing.ip_mode == IpMode::Vip && IpFamily::of(&ing.ip) == family {
-                vips.push((ing.ip, port.port, VipKind::LoadBalancer));
+    match pass {
+        Pass::ClusterIps => {
+            for ip in svc.cluster_ips.iter().filter(in_family) {
+                vips.push((*ip, port.port, VipKind::ClusterIp));
             }
         }
-    }
-    if let Some(np) = port.node_port
-        && matches!(
-            svc.service_type,
-            ServiceType::NodePort | ServiceType::LoadBalancer
-        )
-    {
-        for a in node_addrs {
-            vips.push((*a, np, VipKind::NodePort));
+        Pass::Others => {
+            for ip in svc.external_ips.iter().filter(in_family) {
+                vips.push((*ip, port.port, VipKind::ExternalIp));
+            }
+            if svc.service_type == ServiceType::LoadBalancer {
+                for ing in &svc.load_balancer_ingress {
+                    // With ipMode Proxy the load balancer delivers to the node
+                    // itself; binding its IP here would capture traffic meant for it.
+                    if ing.ip_mode == IpMode::Vip && IpFamily::of(&ing.ip) == family {
+                        vips.push((ing.ip, port.port, VipKind::LoadBalancer));
+                    }
+                }
+            }
+            if let Some(np) = port.node_port
+                && matches!(
+                    svc.service_type,
+                    ServiceType::NodePort | ServiceType::LoadBalancer
+                )
+            {
+                for a in node_addrs {
+                    vips.push((*a, np, VipKind::NodePort));
+                }
+            }
         }
     }
 

@@ -138,3 +138,123 @@ fn plans_are_deterministic() {
         assert_eq!(rendering(&f), rendering(&f), "{}", f.display());
     }
 }
+
+/// The plan of one Service, by virtual server.
+fn plan_of_service(
+    state: &ClusterState,
+    name: &str,
+) -> std::collections::BTreeMap<crate::kernel::ipvs::ServiceKey, crate::kernel::ipvs::ServiceEntry>
+{
+    let p = plan(state, &test_node(), &PlanConfig::default());
+    p.table
+        .services
+        .into_iter()
+        .filter(|(k, _)| p.owners[k].name == name)
+        .collect()
+}
+
+#[test]
+fn bad_objects_leave_every_other_plan_unchanged() {
+    let config = config_for("");
+    let good = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ipvs/clusterip.yaml"),
+    )
+    .unwrap();
+    let (alone, problems) = state_from_yaml(&good, &config);
+    assert!(problems.is_empty(), "{problems:?}");
+    let expected = plan_of_service(&alone, "web");
+    assert_eq!(expected.len(), 1);
+
+    // Every kind of bad input the store and the planner must survive.
+    let big: String = (0..10_000)
+        .map(|i| {
+            format!(
+                "- {{addresses: [10.{}.{}.{}], nodeName: node-2}}\n",
+                128 + i / 65536,
+                (i / 256) % 256,
+                i % 256
+            )
+        })
+        .collect();
+    let bad = format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: wrong-family, namespace: default}}
+spec:
+  clusterIP: 10.96.5.1
+  selector: {{app: x}}
+  ports: [{{protocol: TCP, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: wrong-family-1, namespace: default, labels: {{kubernetes.io/service-name: wrong-family}}}}
+addressType: IPv4
+ports: [{{name: "", protocol: TCP, port: 80}}]
+endpoints:
+- {{addresses: ["fd00::1"]}}
+- {{addresses: ["not-an-ip"]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: no-spec-ports, namespace: default}}
+spec:
+  clusterIP: 10.96.5.2
+  ports: [{{protocol: TCP}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{namespace: default}}
+spec:
+  clusterIP: 10.96.5.3
+  ports: [{{protocol: TCP, port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: steals-web-ip, namespace: default}}
+spec:
+  clusterIP: 10.96.5.4
+  externalIPs: [10.96.0.10]
+  ports: [{{protocol: TCP, port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: huge, namespace: default}}
+spec:
+  clusterIP: 10.96.5.5
+  selector: {{app: huge}}
+  ports: [{{protocol: TCP, port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: huge-1, namespace: default, labels: {{kubernetes.io/service-name: huge}}}}
+addressType: IPv4
+ports: [{{name: "", protocol: TCP, port: 8080}}]
+endpoints:
+{big}"#
+    );
+    let (mixed, problems) = state_from_yaml(&format!("{good}\n---{bad}"), &config);
+    let plan_all = plan(&mixed, &test_node(), &PlanConfig::default());
+    let mut all_problems: Vec<String> = problems;
+    all_problems.extend(plan_all.problems.iter().map(|p| p.to_string()));
+    let text = all_problems.join("\n");
+    for needle in [
+        "EndpointSlice default/wrong-family-1",
+        "fd00::1",
+        "not-an-ip",
+        "Service default/no-spec-ports",
+        "steals-web-ip",
+    ] {
+        assert!(
+            text.contains(needle),
+            "no problem mentions {needle}:\n{text}"
+        );
+    }
+    assert_eq!(
+        plan_of_service(&mixed, "web"),
+        expected,
+        "web's plan changed"
+    );
+    let huge = plan_of_service(&mixed, "huge");
+    assert_eq!(huge.values().next().unwrap().dests.len(), 10_000);
+}
