@@ -7,6 +7,8 @@
 
 pub mod ipvs;
 pub mod link;
+pub mod modules;
+pub mod sysctl;
 
 use std::fmt;
 

@@ -1,6 +1,7 @@
 //! Links and addresses: the dummy link `kube-ipvs0` and the node's own
 //! addresses (NodePorts listen on them).
 
+pub mod netlink;
 pub mod twin;
 
 use std::collections::BTreeSet;

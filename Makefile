@@ -1,0 +1,48 @@
+# kproxy: `make test` is the one command CI runs. On a fresh Debian machine
+# (as root) it installs what it needs, runs the unit tests on the host, then
+# builds the kernel tests and runs them in a VM under a stock Debian kernel.
+
+CARGO ?= cargo
+VM := scripts/vm
+# Host packages the host-side tests use (iptables mode inside `unshare -n`).
+HOST_PACKAGES := iptables ipset iproute2 conntrack jq util-linux
+
+.PHONY: all setup build test test-host test-vm fmt fmt-check clippy shellcheck
+
+all: build
+
+## setup: install the VM (qemu, a Debian kernel) and the host test tools
+setup:
+	@$(VM) setup
+	@$(VM) packages $(HOST_PACKAGES)
+
+## build: debug build of kproxy
+build:
+	$(CARGO) build
+
+## test: unit tests on the host, then the kernel tests in the VM
+test: setup
+	@$(MAKE) --no-print-directory test-host
+	@$(MAKE) --no-print-directory test-vm
+
+## test-host: cargo test on the host (VM-only tests are #[ignore]d there)
+test-host:
+	$(CARGO) test
+
+## test-vm: build the vm_* test binaries and kproxy, run them and integration/*.sh in the VM
+##          (VM_TEST_FILTER=substring runs a subset)
+test-vm:
+	scripts/build-vm-tests.sh
+
+fmt:
+	$(CARGO) fmt
+
+fmt-check:
+	$(CARGO) fmt --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+shellcheck:
+	@$(VM) packages shellcheck
+	shellcheck scripts/vm scripts/*.sh
