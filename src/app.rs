@@ -36,31 +36,61 @@ pub fn init_logging(config: &Config) {
     crate::logging::init(config.verbosity, config.log_format);
 }
 
-/// The real IPVS adapter, or why there is none. The family only exists once
-/// ip_vs is loaded, so a first refusal is followed by one `modprobe ip_vs`.
-pub fn open_ipvs() -> Result<Box<dyn Ipvs>, KernelError> {
+/// The real IPVS adapter, or why there is none. The generic-netlink family
+/// only exists once ip_vs is loaded, so a first refusal is followed by
+/// loading the modules IPVS mode needs, and one more try.
+pub fn open_ipvs(scheduler: &str) -> Result<Box<dyn Ipvs>, KernelError> {
     use crate::kernel::ipvs::netlink::IpvsNetlink;
+    use crate::kernel::modules::{SystemModules, ensure_ipvs_modules};
     match IpvsNetlink::connect() {
         Ok(c) => Ok(Box::new(c)),
         Err(e) if e.is_unsupported() => {
-            let loaded = std::process::Command::new("modprobe")
-                .arg("ip_vs")
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if loaded {
-                IpvsNetlink::connect().map(|c| Box::new(c) as Box<dyn Ipvs>)
-            } else {
-                Err(e)
+            if let Err(load) = ensure_ipvs_modules(&mut SystemModules, scheduler) {
+                return Err(KernelError {
+                    reason: format!("{}; {load}", e.reason),
+                    ..e
+                });
             }
+            IpvsNetlink::connect().map(|c| Box::new(c) as Box<dyn Ipvs>)
         }
         Err(e) => Err(e),
     }
 }
 
-/// The real link adapter.
+/// The real link adapter (rtnetlink).
 pub fn open_links() -> Result<Box<dyn Links>, KernelError> {
-    Ok(Box::new(crate::kernel::link::twin::LinksTwin::default()))
+    Ok(Box::new(crate::kernel::link::netlink::NetlinkLinks::new()?))
+}
+
+/// What IPVS mode needs from the kernel besides IPVS itself: the scheduler's
+/// module, upstream's sysctls, and the connection timeouts asked for. Each
+/// failure is logged; none of them stops the proxy.
+fn prepare_ipvs_kernel(config: &Config, ipvs: &mut dyn Ipvs) {
+    use crate::kernel::modules::{Modules, SystemModules};
+    use crate::kernel::sysctl::{ProcSysctl, apply_ipvs_settings, running_kernel};
+    let sched = format!("ip_vs_{}", config.ipvs_scheduler);
+    if !SystemModules.is_loaded(&sched)
+        && let Err(e) = SystemModules.load(&sched)
+    {
+        tracing::warn!("{e} (the kernel loads schedulers on demand; continuing)");
+    }
+    match running_kernel()
+        .and_then(|k| apply_ipvs_settings(&mut ProcSysctl::default(), k, config.ipvs_strict_arp))
+    {
+        Ok(changed) if !changed.is_empty() => tracing::info!("set sysctls: {}", changed.join(", ")),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+    let t = crate::kernel::ipvs::Timeouts {
+        tcp: config.ipvs_tcp_timeout.as_secs() as u32,
+        tcp_fin: config.ipvs_tcpfin_timeout.as_secs() as u32,
+        udp: config.ipvs_udp_timeout.as_secs() as u32,
+    };
+    if t != Default::default()
+        && let Err(e) = ipvs.set_timeouts(t)
+    {
+        tracing::warn!("{e}");
+    }
 }
 
 impl Proxier for Box<dyn Proxier> {
@@ -92,8 +122,13 @@ pub fn build_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
         Some(ProxyMode::Ipvs) | None => {}
     }
     let links = open_links().context("opening rtnetlink")?;
-    match open_ipvs() {
-        Ok(ipvs) => Ok(Box::new(IpvsProxier::new(ipvs, links, config))),
+    match open_ipvs(&config.ipvs_scheduler) {
+        Ok(mut ipvs) => {
+            if !config.dry_run {
+                prepare_ipvs_kernel(config, ipvs.as_mut());
+            }
+            Ok(Box::new(IpvsProxier::new(ipvs, links, config)))
+        }
         Err(e) if config.dry_run => {
             eprintln!(
                 "# IPVS is not available in this kernel ({e}); showing the changes against an empty IPVS table"
@@ -204,7 +239,7 @@ pub async fn run_loop(
 /// `--cleanup`: remove what kproxy owns in both modes; report every error.
 pub fn cleanup(config: &Config) -> ExitCode {
     let mut errors = Vec::new();
-    match (open_ipvs(), open_links()) {
+    match (open_ipvs(&config.ipvs_scheduler), open_links()) {
         (Ok(ipvs), Ok(links)) => errors.extend(IpvsProxier::new(ipvs, links, config).cleanup()),
         (Err(e), _) if e.is_unsupported() => {
             tracing::info!("no IPVS in this kernel: nothing to clean there")
