@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `kproxy --cleanup` removes every virtual server, address and link kproxy
 # owns, and nothing else.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 setup_node
 M=$WORK/manifests; mkdir -p "$M"
 cp "$ROOT"/tests/fixtures/ipvs/{nodeport,loadbalancer,affinity}.yaml "$M/"

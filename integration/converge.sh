@@ -2,7 +2,7 @@
 # The daemon follows manifest edits (endpoint added and removed, Service
 # deleted, affinity and scheduler changed) and touches only what changed: an
 # unchanged virtual server is never re-created, so its counters survive.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 setup_node
 add_pod web1 10.244.1.1
 add_pod web2 10.244.1.2
@@ -51,10 +51,13 @@ api None 10.244.2.1
 
 start_daemon "$M" --ipvs-sync-period 30s
 wait_for 60 "first sync" sh -c 'ipvsadm -Ln | grep -q 10.244.2.1:8443'
-hits http://10.96.0.10/ 6 >/dev/null
-web_conns() { ipvsadm -Ln --stats -t 10.96.0.10:80 | awk 'NR==4 {print $3}'; }
+answers=$(hits http://10.96.0.10/ 6)
+! echo "$answers" | grep -q no-answer || fail "web did not answer: $answers"
+web_conns() { ipvsadm -Ln --stats -t 10.96.0.10:80 | awk '$1 == "TCP" {print $3}'; }
+# The kernel folds its per-CPU counters into these totals every 2 seconds.
+export -f web_conns
+wait_for 15 "web's counters to show 6 connections" bash -c '[ "$(web_conns)" -ge 6 ]'
 c0=$(web_conns)
-[ "$c0" -ge 6 ] || fail "web counted $c0 connections, expected 6"
 check_web_untouched() { [ "$(web_conns)" = "$c0" ] || fail "web's virtual server was re-created (conns $c0 -> $(web_conns))"; }
 
 api None 10.244.2.1 10.244.2.2

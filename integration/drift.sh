@@ -2,7 +2,7 @@
 # Hand-made drift is repaired by the next periodic sync: `ipvsadm -C`, a
 # VIP deleted from kube-ipvs0, kube-ipvs0 itself deleted. An operator's own
 # virtual server (10.99.0.1:80, not on kube-ipvs0) survives every sync.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 setup_node
 M=$WORK/manifests; mkdir -p "$M"
 cp "$ROOT/tests/fixtures/ipvs/nodeport.yaml" "$ROOT/tests/fixtures/ipvs/clusterip.yaml" "$M/"

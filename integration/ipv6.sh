@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # An IPv6 ClusterIP Service gets its virtual server and its /128 on
 # kube-ipvs0, and carries real traffic to IPv6 pods.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 setup_node
 add_pod p6a 10.244.1.61 fd00:10:244::61
 add_pod p6b 10.244.1.62 fd00:10:244::62

@@ -2,7 +2,7 @@
 # `kproxy --once` on each planner fixture, in a fresh network namespace:
 # what `ipvsadm -Ln` and kube-ipvs0 show must equal the reviewed expectation
 # (the fixture's .ipvsadm file) exactly.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 one() {
   local fixture=$1 name expected flags

@@ -3,7 +3,7 @@
 # requests to a ClusterIP and to a NodePort on a node address reach all
 # three; ClientIP affinity pins a client to one pod; a removed endpoint gets
 # no new requests.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 setup_node
 for i in 1 2 3; do add_pod "pod$i" "10.244.1.$i"; done
 
@@ -44,7 +44,6 @@ spread() {
 }
 spread http://10.96.0.10/
 spread http://192.168.58.2:30080/
-spread http://127.0.0.1:30080/ 2>/dev/null || log "127.0.0.1 NodePort needs route_localnet (iptables companion), not checked"
 
 write "1 2 3" ClientIP
 wait_for 30 "persistence programmed" sh -c 'ipvsadm -Ln -t 10.96.0.10:80 | grep -q persistent'

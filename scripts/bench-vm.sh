@@ -38,7 +38,8 @@ for r in $(seq "$REPS"); do
   t0=$(now); "$KPROXY" --cleanup --hostname-override node-1 >/dev/null 2>&1; rec cleanup "$(since "$t0")"
 done
 
-for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done | python3 -c '
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done | "$PY" -c '
 import sys, statistics
 rows = {}
 for line in sys.stdin:

@@ -2,7 +2,7 @@
 # The demo, inside the VM: "pods" in network namespaces at the examples'
 # pod IPs, one `kproxy --once` over examples/, then real requests through a
 # ClusterIP and a NodePort, and what an operator would look at.
-source "$(dirname "$0")/../integration/lib.sh"
+source "$(dirname "$0")/../integration/lib/common.sh"
 setup_node
 for p in 10.244.1.10 10.244.2.10 10.244.1.11; do add_pod "web-${p##*.}-${p#10.244.}" "$p"; done
 for p in 10.244.1.20 10.244.2.20; do POD_PORT=3000 add_pod "shop-${p#10.244.}" "$p"; done

@@ -68,6 +68,7 @@ run_rust_binary() {
   name=${name%-*} # drop cargo's hash suffix
   log=$logs/$name.log
   echo "=== $name"
+  local t0=$SECONDS
   isolated "$bin" --include-ignored --test-threads=1 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
   local line test result seen=0
   while read -r line; do
@@ -76,6 +77,7 @@ run_rust_binary() {
     seen=$((seen + 1))
     if [ "$result" = ok ]; then pass "$name::$test"; else fail "$name::$test"; fi
   done <"$log"
+  echo "# $name took $((SECONDS - t0))s"
   # A crash, a timeout or a harness error is a failure even if no test said so.
   if [ "$rc" != 0 ] && ! grep -q 'FAILED$' "$log"; then
     fail "$name" "$(why "$rc")"
@@ -85,11 +87,12 @@ run_rust_binary() {
 }
 
 run_script() {
-  local script=$1 name rc=0
+  local script=$1 name rc=0 t0
   name=${script#./}
   echo "=== $name"
+  t0=$SECONDS
   isolated bash "$script" || rc=$?
-  if [ "$rc" = 0 ]; then pass "$name"; else fail "$name" "$(why "$rc")"; fi
+  if [ "$rc" = 0 ]; then pass "$name ($((SECONDS - t0))s)"; else fail "$name" "$(why "$rc"), after $((SECONDS - t0))s"; fi
 }
 
 for bin in "$@"; do

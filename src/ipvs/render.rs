@@ -18,8 +18,9 @@ fn addr_port(a: IpAddr, port: u16) -> String {
 /// The service line, as `ipvsadm -Ln` prints it.
 pub fn service_line(e: &ServiceEntry) -> String {
     let vs = &e.service;
+    // ipvsadm pads the protocol to four columns: "TCP  a:p", "SCTP a:p".
     let mut s = format!(
-        "{}  {} {}",
+        "{:<4} {} {}",
         vs.key.protocol.api_name(),
         addr_port(vs.key.addr, vs.key.port),
         vs.scheduler

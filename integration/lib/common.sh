@@ -5,8 +5,12 @@
 set -euo pipefail
 
 KPROXY=${KPROXY:-target/debug/kproxy}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WORK=$(mktemp -d /tmp/kproxy-it.XXXXXX)
+# Debian's interpreter: a version manager's shim costs seconds per start
+# under the emulated CPU.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
 DAEMON_PID=
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -47,8 +51,12 @@ add_pod() {
   ip -n "$ns" route add default dev eth0
   ip route add "$ip4/32" dev "$veth"
   if [ -n "$ip6" ]; then
+    # Linux answers neighbour solicitations only for addresses on the
+    # receiving link, so the pod needs a gateway the node owns on the veth
+    # (for IPv4, ARP answers for any local address).
+    ip -6 addr add fe80::1/64 dev "$veth" nodad
     ip -n "$ns" -6 addr add "$ip6/128" dev eth0 nodad
-    ip -n "$ns" -6 route add default dev eth0
+    ip -n "$ns" -6 route add default via fe80::1 dev eth0
     ip -6 route add "$ip6/128" dev "$veth"
   fi
   mkdir -p "$WORK/www-$name"
@@ -59,7 +67,7 @@ add_pod() {
 # ipvsadm -Ln without the version line, each virtual server's real servers
 # sorted and counters zeroed: comparable with kproxy's own rendering.
 ipvs_table() {
-  ipvsadm -Ln | tail -n +2 | python3 -c '
+  ipvsadm -Ln | tail -n +2 | "$PY" -c '
 import sys, re
 lines = sys.stdin.read().splitlines()
 head, body = lines[:2], lines[2:]
@@ -92,7 +100,7 @@ for s, ds in sorted(blocks, key=key):
 # Addresses on kube-ipvs0, sorted like kproxy prints them.
 ipvs0_addrs() {
   ip -o addr show dev kube-ipvs0 2>/dev/null | awk '{print $4}' | sed 's|/.*||' \
-    | python3 -c 'import sys, ipaddress; a=[ipaddress.ip_address(l.strip()) for l in sys.stdin if l.strip()]; print(" ".join(str(x) for x in sorted(a, key=lambda x: (x.version, x))))'
+    | "$PY" -c 'import sys, ipaddress; a=[ipaddress.ip_address(l.strip()) for l in sys.stdin if l.strip()]; print(" ".join(str(x) for x in sorted(a, key=lambda x: (x.version, x))))'
 }
 
 # wait_for SECONDS DESCRIPTION CMD...: poll until CMD succeeds (a bound on
