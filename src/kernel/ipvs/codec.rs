@@ -21,7 +21,8 @@ use netlink_packet_core::{
     DecodeError, DefaultNla, Emitable, ErrorContext, NLA_F_NESTED, Nla, NlaBuffer, NlasIterator,
     Parseable, ParseableParametrized,
 };
-use netlink_packet_generic::{GenlFamily, GenlHeader};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 
 use super::{
     DestKey, DestStats, ForwardMethod, IpvsOp, Persistence, Protocol, RealServer, SVC_F_HASHED,
@@ -734,6 +735,32 @@ impl ParseableParametrized<[u8], GenlHeader> for IpvsMessage {
             .context("failed to parse IPVS message attributes")?;
         Ok(Self { cmd, attrs })
     }
+}
+
+/// Decode one whole netlink message (header included) of the IPVS family.
+pub fn decode_message(bytes: &[u8]) -> Result<IpvsMessage, DecodeError> {
+    match NetlinkMessage::<GenlMessage<IpvsMessage>>::deserialize(bytes)?.payload {
+        NetlinkPayload::InnerMessage(m) => Ok(m.payload),
+        other => Err(format!("not an IPVS message: {other:?}").into()),
+    }
+}
+
+/// Encode one whole netlink request: header (`family`, `flags`, `seq`),
+/// generic-netlink header, attributes; appended to `out`. Generic so that the
+/// controller's GETFAMILY goes out the same way.
+pub fn encode_request<P>(out: &mut Vec<u8>, family: u16, seq: u32, flags: u16, msg: P)
+where
+    P: GenlFamily + Emitable + std::fmt::Debug,
+{
+    let mut genl = GenlMessage::from_payload(msg);
+    genl.set_resolved_family_id(family);
+    let mut nl = NetlinkMessage::from(genl);
+    nl.header.flags = flags;
+    nl.header.sequence_number = seq;
+    nl.finalize();
+    let start = out.len();
+    out.resize(start + nl.buffer_len(), 0);
+    nl.serialize(&mut out[start..]);
 }
 
 // ---------------------------------------------------------------------------

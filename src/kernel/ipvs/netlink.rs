@@ -33,8 +33,8 @@ use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_GENERIC;
 
 use super::codec::{
-    self, IPVS_GENL_NAME, IpvsCmd, IpvsInfo, IpvsMessage, dest_from_attrs, get_dests_message,
-    op_message, service_from_attrs,
+    self, IPVS_GENL_NAME, IpvsCmd, IpvsInfo, IpvsMessage, dest_from_attrs, encode_request,
+    get_dests_message, op_message, service_from_attrs,
 };
 use super::{Ipvs, IpvsOp, IpvsTable, ServiceEntry, Timeouts};
 use crate::kernel::KernelError;
@@ -77,6 +77,9 @@ pub struct IpvsNetlink {
     /// Messages per pipelined chunk (shrinks after an overrun).
     chunk_msgs: usize,
     chunk_bytes: usize,
+    /// When set, every data message of the next request is also kept raw
+    /// (for fixtures and debugging: what exactly did the kernel say).
+    capture: Option<Vec<Vec<u8>>>,
 }
 
 impl Debug for IpvsNetlink {
@@ -357,22 +360,6 @@ fn recv_batch(fd: RawFd, rx: &mut [u8], slot: usize, block: bool) -> io::Result<
     }
 }
 
-/// Append one request to `tx`.
-fn encode<P>(tx: &mut Vec<u8>, family: u16, seq: u32, flags: u16, payload: P)
-where
-    P: GenlFamily + Emitable + Debug,
-{
-    let mut genl = GenlMessage::from_payload(payload);
-    genl.set_resolved_family_id(family);
-    let mut nl = NetlinkMessage::from(genl);
-    nl.header.flags = flags;
-    nl.header.sequence_number = seq;
-    nl.finalize();
-    let start = tx.len();
-    tx.resize(start + nl.buffer_len(), 0);
-    nl.serialize(&mut tx[start..]);
-}
-
 fn decode<P>(msg: &[u8]) -> Result<P, DecodeError>
 where
     P: ParseableParametrized<[u8], GenlHeader> + Debug,
@@ -424,6 +411,7 @@ impl IpvsNetlink {
             chunk_msgs: (rcvbuf / ACK_BUDGET).max(1),
             // The kernel refuses a datagram above sndbuf - 32 bytes.
             chunk_bytes: (sndbuf / 2).clamp(4096, MAX_CHUNK_BYTES),
+            capture: None,
         };
         me.family = me.resolve_family()?;
         Ok(me)
@@ -495,6 +483,9 @@ impl IpvsNetlink {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if let Some(c) = self.capture.as_mut() {
+                c.clear();
+            }
             match self.request_once(op, payload.clone(), dump)? {
                 (out, false) => return Ok(out),
                 (_, true) if attempt < DUMP_RETRIES => continue,
@@ -521,7 +512,7 @@ impl IpvsNetlink {
         let seq = self.next_seq();
         let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
         self.tx.clear();
-        encode(&mut self.tx, self.family, seq, flags, payload);
+        encode_request(&mut self.tx, self.family, seq, flags, payload);
         self.send_tx().map_err(|e| io_error(op(), &e))?;
 
         let fd = self.sock.as_raw_fd();
@@ -570,6 +561,9 @@ impl IpvsNetlink {
                         Reply::Done(c) => return Err(kernel_error(op(), -c, None, None)),
                         Reply::Data(msg, mflags) => {
                             interrupted |= mflags & NLM_F_DUMP_INTR != 0;
+                            if let Some(c) = self.capture.as_mut() {
+                                c.push(msg.to_vec());
+                            }
                             match decode::<P>(msg) {
                                 Ok(p) => out.push(p),
                                 Err(e) => {
@@ -587,6 +581,20 @@ impl IpvsNetlink {
                 }
             }
         }
+    }
+
+    /// Send one IPVS request (a dump if `dump`) and return the kernel's data
+    /// messages byte for byte, netlink header included.
+    pub fn raw_request(
+        &mut self,
+        msg: IpvsMessage,
+        dump: bool,
+    ) -> Result<Vec<Vec<u8>>, KernelError> {
+        let op = || format!("raw IPVS request {:?}", msg.cmd);
+        self.capture = Some(Vec::new());
+        let r = self.request(&op, msg.clone(), dump);
+        let raw = self.capture.take().unwrap_or_default();
+        r.map(|_| raw)
     }
 
     /// `IPVS_CMD_GET_INFO`: the version `ipvsadm -Ln` prints and the
@@ -616,7 +624,7 @@ impl IpvsNetlink {
                 let before = self.tx.len();
                 let seq = base.wrapping_add((end - start) as u32);
                 let flags = NLM_F_REQUEST | NLM_F_ACK;
-                encode(&mut self.tx, self.family, seq, flags, op_message(&ops[end]));
+                encode_request(&mut self.tx, self.family, seq, flags, op_message(&ops[end]));
                 if self.tx.len() > self.chunk_bytes && end > start {
                     self.tx.truncate(before);
                     break;
