@@ -1085,3 +1085,7 @@ pub fn dest_from_attrs(
         stats,
     ))
 }
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

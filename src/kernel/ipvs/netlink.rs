@@ -776,3 +776,84 @@ impl Ipvs for IpvsNetlink {
             .ok_or_else(|| KernelError::new(op(), "the kernel sent no configuration"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nlmsg(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let len = 16 + body.len();
+        let mut m = Vec::new();
+        m.extend((len as u32).to_ne_bytes());
+        m.extend(kind.to_ne_bytes());
+        m.extend(flags.to_ne_bytes());
+        m.extend(seq.to_ne_bytes());
+        m.extend(0u32.to_ne_bytes());
+        m.extend(body);
+        m.resize((m.len() + 3) & !3, 0);
+        m
+    }
+
+    #[test]
+    fn an_error_with_extended_ack_text_keeps_errno_and_text() {
+        // errno, the capped request header, then NLMSGERR_ATTR_MSG "bad attr".
+        let mut body = (-libc::EINVAL).to_ne_bytes().to_vec();
+        body.extend(nlmsg(0x20, NLM_F_REQUEST | NLM_F_ACK, 9, &[]));
+        let text = b"bad attr\0";
+        body.extend(((4 + text.len()) as u16).to_ne_bytes());
+        body.extend(NLMSGERR_ATTR_MSG.to_ne_bytes());
+        body.extend(text);
+        let d = nlmsg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 9, &body);
+        let got: Vec<_> = replies(&d).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got.len(), 1);
+        match &got[0] {
+            (9, Reply::Error(c, Some(t))) => {
+                assert_eq!(*c, -libc::EINVAL);
+                assert_eq!(t, "bad attr");
+            }
+            _ => panic!("not an error with text"),
+        }
+    }
+
+    #[test]
+    fn a_dump_datagram_splits_into_its_messages() {
+        let mut d = nlmsg(0x20, 2, 5, &[4, 1, 0, 0]);
+        d.extend(nlmsg(0x20, 2, 5, &[4, 1, 0, 0, 8, 0, 1, 0, 1, 0, 0, 0]));
+        d.extend(nlmsg(NLMSG_DONE, 2, 5, &0i32.to_ne_bytes()));
+        d.extend(nlmsg(NLMSG_ERROR, 0, 6, &0i32.to_ne_bytes()));
+        let kinds: Vec<_> = replies(&d)
+            .map(|r| match r.unwrap() {
+                (5, Reply::Data(m, _)) => format!("data{}", m.len()),
+                (5, Reply::Done(0)) => "done".into(),
+                (6, Reply::Ack) => "ack".into(),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["data20", "data28", "done", "ack"]);
+    }
+
+    #[test]
+    fn a_lying_length_is_an_error_not_a_panic() {
+        let mut d = nlmsg(0x20, 0, 1, &[0; 8]);
+        d[0] = 200;
+        let r: Vec<_> = replies(&d).collect();
+        assert_eq!(r.len(), 1);
+        assert!(r[0].is_err());
+    }
+
+    #[test]
+    fn errors_name_the_errno_and_what_it_means_for_the_operation() {
+        let k = super::super::ServiceKey {
+            addr: "10.96.0.1".parse().unwrap(),
+            protocol: super::super::Protocol::Tcp,
+            port: 80,
+        };
+        let op = IpvsOp::DelService(k);
+        let e = kernel_error(op.to_string(), libc::ESRCH, op_hint(&op, libc::ESRCH), None);
+        assert_eq!(e.errno, Some(libc::ESRCH));
+        assert_eq!(
+            e.to_string(),
+            "delete virtual server TCP 10.96.0.1:80: no such virtual server: ESRCH (No such process)"
+        );
+    }
+}
