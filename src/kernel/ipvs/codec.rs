@@ -439,26 +439,30 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for ServiceAttr {
         let v = buf.value();
         let ctx = |name: &str| format!("invalid IPVS_SVC_ATTR_{name}");
         Ok(match buf.kind() {
-            SVC_ATTR_AF => ServiceAttr::AddressFamily(u16_ne(v).context(ctx("AF"))?),
-            SVC_ATTR_PROTOCOL => ServiceAttr::Protocol(u16_ne(v).context(ctx("PROTOCOL"))?),
+            SVC_ATTR_AF => ServiceAttr::AddressFamily(u16_ne(v).with_context(|| ctx("AF"))?),
+            SVC_ATTR_PROTOCOL => ServiceAttr::Protocol(u16_ne(v).with_context(|| ctx("PROTOCOL"))?),
             SVC_ATTR_ADDR => ServiceAttr::Addr(InetAddr::parse(v)),
-            SVC_ATTR_PORT => ServiceAttr::Port(u16_be(v).context(ctx("PORT"))?),
-            SVC_ATTR_FWMARK => ServiceAttr::Fwmark(u32_ne(v).context(ctx("FWMARK"))?),
-            SVC_ATTR_SCHED_NAME => ServiceAttr::SchedName(c_string(v).context(ctx("SCHED_NAME"))?),
+            SVC_ATTR_PORT => ServiceAttr::Port(u16_be(v).with_context(|| ctx("PORT"))?),
+            SVC_ATTR_FWMARK => ServiceAttr::Fwmark(u32_ne(v).with_context(|| ctx("FWMARK"))?),
+            SVC_ATTR_SCHED_NAME => {
+                ServiceAttr::SchedName(c_string(v).with_context(|| ctx("SCHED_NAME"))?)
+            }
             SVC_ATTR_FLAGS => ServiceAttr::Flags(SvcFlags {
-                flags: u32_ne(v).context(ctx("FLAGS"))?,
-                mask: u32_ne(v.get(4..).unwrap_or(&[])).context(ctx("FLAGS"))?,
+                flags: u32_ne(v).with_context(|| ctx("FLAGS"))?,
+                mask: u32_ne(v.get(4..).unwrap_or(&[])).with_context(|| ctx("FLAGS"))?,
             }),
-            SVC_ATTR_TIMEOUT => ServiceAttr::Timeout(u32_ne(v).context(ctx("TIMEOUT"))?),
+            SVC_ATTR_TIMEOUT => ServiceAttr::Timeout(u32_ne(v).with_context(|| ctx("TIMEOUT"))?),
             SVC_ATTR_NETMASK => ServiceAttr::Netmask(
                 v.get(..4)
                     .and_then(|s| s.try_into().ok())
                     .ok_or_else(|| DecodeError::invalid_number(4, v.len()))
-                    .context(ctx("NETMASK"))?,
+                    .with_context(|| ctx("NETMASK"))?,
             ),
-            SVC_ATTR_STATS => ServiceAttr::Stats(Stats::parse(v).context(ctx("STATS"))?),
-            SVC_ATTR_PE_NAME => ServiceAttr::PeName(c_string(v).context(ctx("PE_NAME"))?),
-            SVC_ATTR_STATS64 => ServiceAttr::Stats64(Stats::parse(v).context(ctx("STATS64"))?),
+            SVC_ATTR_STATS => ServiceAttr::Stats(Stats::parse(v).with_context(|| ctx("STATS"))?),
+            SVC_ATTR_PE_NAME => ServiceAttr::PeName(c_string(v).with_context(|| ctx("PE_NAME"))?),
+            SVC_ATTR_STATS64 => {
+                ServiceAttr::Stats64(Stats::parse(v).with_context(|| ctx("STATS64"))?)
+            }
             _ => ServiceAttr::Other(DefaultNla::parse(buf)?),
         })
     }
@@ -559,32 +563,40 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for DestAttr {
         let ctx = |name: &str| format!("invalid IPVS_DEST_ATTR_{name}");
         Ok(match buf.kind() {
             DEST_ATTR_ADDR => DestAttr::Addr(InetAddr::parse(v)),
-            DEST_ATTR_PORT => DestAttr::Port(u16_be(v).context(ctx("PORT"))?),
-            DEST_ATTR_FWD_METHOD => DestAttr::FwdMethod(u32_ne(v).context(ctx("FWD_METHOD"))?),
-            DEST_ATTR_WEIGHT => DestAttr::Weight(u32_ne(v).context(ctx("WEIGHT"))?),
-            DEST_ATTR_U_THRESH => DestAttr::UpperThreshold(u32_ne(v).context(ctx("U_THRESH"))?),
-            DEST_ATTR_L_THRESH => DestAttr::LowerThreshold(u32_ne(v).context(ctx("L_THRESH"))?),
+            DEST_ATTR_PORT => DestAttr::Port(u16_be(v).with_context(|| ctx("PORT"))?),
+            DEST_ATTR_FWD_METHOD => {
+                DestAttr::FwdMethod(u32_ne(v).with_context(|| ctx("FWD_METHOD"))?)
+            }
+            DEST_ATTR_WEIGHT => DestAttr::Weight(u32_ne(v).with_context(|| ctx("WEIGHT"))?),
+            DEST_ATTR_U_THRESH => {
+                DestAttr::UpperThreshold(u32_ne(v).with_context(|| ctx("U_THRESH"))?)
+            }
+            DEST_ATTR_L_THRESH => {
+                DestAttr::LowerThreshold(u32_ne(v).with_context(|| ctx("L_THRESH"))?)
+            }
             DEST_ATTR_ACTIVE_CONNS => {
-                DestAttr::ActiveConns(u32_ne(v).context(ctx("ACTIVE_CONNS"))?)
+                DestAttr::ActiveConns(u32_ne(v).with_context(|| ctx("ACTIVE_CONNS"))?)
             }
             DEST_ATTR_INACT_CONNS => {
-                DestAttr::InactiveConns(u32_ne(v).context(ctx("INACT_CONNS"))?)
+                DestAttr::InactiveConns(u32_ne(v).with_context(|| ctx("INACT_CONNS"))?)
             }
             DEST_ATTR_PERSIST_CONNS => {
-                DestAttr::PersistConns(u32_ne(v).context(ctx("PERSIST_CONNS"))?)
+                DestAttr::PersistConns(u32_ne(v).with_context(|| ctx("PERSIST_CONNS"))?)
             }
-            DEST_ATTR_STATS => DestAttr::Stats(Stats::parse(v).context(ctx("STATS"))?),
+            DEST_ATTR_STATS => DestAttr::Stats(Stats::parse(v).with_context(|| ctx("STATS"))?),
             DEST_ATTR_ADDR_FAMILY => {
-                DestAttr::AddressFamily(u16_ne(v).context(ctx("ADDR_FAMILY"))?)
+                DestAttr::AddressFamily(u16_ne(v).with_context(|| ctx("ADDR_FAMILY"))?)
             }
-            DEST_ATTR_STATS64 => DestAttr::Stats64(Stats::parse(v).context(ctx("STATS64"))?),
+            DEST_ATTR_STATS64 => {
+                DestAttr::Stats64(Stats::parse(v).with_context(|| ctx("STATS64"))?)
+            }
             DEST_ATTR_TUN_TYPE => DestAttr::TunType(
                 *v.first()
                     .ok_or_else(|| DecodeError::invalid_number(1, 0))
-                    .context(ctx("TUN_TYPE"))?,
+                    .with_context(|| ctx("TUN_TYPE"))?,
             ),
-            DEST_ATTR_TUN_PORT => DestAttr::TunPort(u16_be(v).context(ctx("TUN_PORT"))?),
-            DEST_ATTR_TUN_FLAGS => DestAttr::TunFlags(u16_ne(v).context(ctx("TUN_FLAGS"))?),
+            DEST_ATTR_TUN_PORT => DestAttr::TunPort(u16_be(v).with_context(|| ctx("TUN_PORT"))?),
+            DEST_ATTR_TUN_FLAGS => DestAttr::TunFlags(u16_ne(v).with_context(|| ctx("TUN_FLAGS"))?),
             _ => DestAttr::Other(DefaultNla::parse(buf)?),
         })
     }
