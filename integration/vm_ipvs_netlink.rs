@@ -196,6 +196,41 @@ fn info_matches_ipvsadm_header() {
     );
 }
 
+/// Puts ip_vs back however the test ends, so later tests find it.
+struct ReloadIpvs;
+
+impl Drop for ReloadIpvs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(NO_IPVS_CONF);
+        let _ = Command::new("modprobe").arg("ip_vs").status();
+    }
+}
+
+const NO_IPVS_CONF: &str = "/etc/modprobe.d/kproxy-test-no-ipvs.conf";
+
+#[test]
+#[ignore = "needs an IPVS kernel (run by make test in the VM)"]
+fn connect_without_ip_vs_is_unsupported() {
+    drop(setup());
+    let _reload = ReloadIpvs;
+    // The kernel may load ip_vs itself when the family is looked up
+    // (module alias net-pf-16-proto-16-family-IPVS): forbid that too.
+    std::fs::create_dir_all("/etc/modprobe.d").unwrap();
+    std::fs::write(NO_IPVS_CONF, "install ip_vs /bin/false\n").unwrap();
+    sh(
+        "modprobe",
+        &["-r", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "ip_vs"],
+    );
+    let e = IpvsNetlink::connect().expect_err("no IPVS family without ip_vs");
+    assert!(e.is_unsupported(), "{e}");
+    assert_eq!(e.errno, Some(libc::ENOENT));
+    assert!(e.to_string().contains("ip_vs"), "{e}");
+
+    drop(_reload);
+    let mut ipvs = IpvsNetlink::connect().expect("connect once ip_vs is back");
+    assert!(ipvs.info().is_ok());
+}
+
 #[test]
 #[ignore = "needs an IPVS kernel (run by make test in the VM)"]
 fn service_add_edit_delete() {
@@ -439,6 +474,55 @@ fn pipelined_batch_2000_services_x_5_dests() {
     del.extend(want.services.keys().map(|k| IpvsOp::DelService(*k)));
     apply_ok(&mut ipvs, &del);
     assert_kernel(&mut ipvs, &IpvsTable::default());
+}
+
+/// Acknowledgements overflowing the receive buffer are reported as lost
+/// (outcome unknown), never as success, and the socket keeps working.
+#[test]
+#[ignore = "needs an IPVS kernel (run by make test in the VM)"]
+fn lost_acknowledgements_are_reported_not_hidden() {
+    let mut ipvs = setup();
+    let (want, ops) = big_table(300, 3);
+    let mut tight = IpvsNetlink::connect().unwrap();
+    // A few KiB of receive buffer for 1,200 acknowledgements in one send.
+    tight.limit_pipeline(2000, 4096);
+    let results = tight.apply(&ops);
+    let lost: Vec<&KernelError> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .inspect(|e| assert_eq!(e.errno, Some(libc::ENOBUFS), "{e}"))
+        .collect();
+    assert!(!lost.is_empty(), "the tiny buffer should have overflowed");
+    assert!(lost[0].reason.contains("may or may not"), "{}", lost[0]);
+    assert!(
+        tight.chunk_len() < 2000,
+        "the chunk shrinks after an overrun"
+    );
+
+    // Whatever was reported applied is in the kernel.
+    let got = shape(ipvs.dump().unwrap());
+    for (op, r) in ops.iter().zip(&results) {
+        if r.is_ok() {
+            match op {
+                IpvsOp::AddService(s) => assert!(got.services.contains_key(&s.key), "{op}"),
+                IpvsOp::AddDest(k, d) => {
+                    assert!(got.services[k].dests.contains_key(&d.key), "{op}")
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+    // The same socket still works, given room for its acks: finish the job
+    // (EEXIST for what the lost acks had in fact applied) and the table is
+    // complete.
+    tight.limit_pipeline(32, 1 << 20);
+    for (op, r) in ops.iter().zip(tight.apply(&ops)) {
+        if let Err(e) = r {
+            assert_eq!(e.errno, Some(libc::EEXIST), "{op}: {e}");
+        }
+    }
+    assert_eq!(shape(tight.dump().unwrap()), want);
+    sh("ipvsadm", &["-C"]);
 }
 
 #[test]

@@ -454,6 +454,19 @@ impl IpvsNetlink {
         self.chunk_msgs
     }
 
+    /// Shrink the socket's receive buffer to `rcvbuf` bytes and send at most
+    /// `chunk_msgs` requests per chunk: for tests that make acknowledgements
+    /// overflow on purpose, and benchmarks that study the chunk size.
+    pub fn limit_pipeline(&mut self, chunk_msgs: usize, rcvbuf: usize) {
+        set_int_opt(
+            self.sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            rcvbuf as libc::c_int,
+        );
+        self.chunk_msgs = chunk_msgs.max(1);
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
