@@ -423,3 +423,38 @@ fn truncated_replies_fail_cleanly() {
     }
     assert!(decode_message(&bytes[..10]).is_err());
 }
+
+/// The snapshot's fast path reads destinations exactly as the typed decode.
+#[test]
+fn dest_fast_path_agrees_with_the_typed_decode() {
+    let mut samples = vec![fixture("dest_v4.bin"), fixture("dest_v6.bin")];
+    let k = key("10.96.0.1", Protocol::Tcp, 80);
+    for (addr, weight) in [("10.244.0.9", 0), ("10.244.0.10", 65535)] {
+        let mut msg = op_message(&IpvsOp::AddDest(k, real(addr, 8080, weight)));
+        msg.cmd = IpvsCmd::NewDest;
+        if let IpvsAttr::Dest(d) = &mut msg.attrs[1] {
+            d.extend([DestAttr::ActiveConns(7), DestAttr::InactiveConns(9)]);
+            d.push(DestAttr::Other(DefaultNla::new(99, vec![1; 5])));
+        }
+        samples.push(encode(msg, 1));
+    }
+    for bytes in &samples {
+        let typed = decode_message(bytes).unwrap();
+        let want = dest_from_attrs(typed.dest().unwrap(), AF_INET).unwrap();
+        assert_eq!(dest_from_message(bytes, AF_INET).unwrap(), want);
+    }
+    let (_, stats) = dest_from_message(&samples[3], AF_INET).unwrap();
+    assert_eq!(
+        stats,
+        DestStats {
+            active_conns: 7,
+            inactive_conns: 9
+        }
+    );
+    // Cut anywhere: an error or a value, never a panic.
+    let b = &samples[0];
+    for cut in 0..b.len() {
+        let _ = dest_from_message(&b[..cut], AF_INET);
+    }
+    assert!(dest_from_message(&b[..30], AF_INET).is_err());
+}

@@ -33,7 +33,7 @@ use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_GENERIC;
 
 use super::codec::{
-    self, IPVS_GENL_NAME, IpvsCmd, IpvsInfo, IpvsMessage, dest_from_attrs, encode_request,
+    self, IPVS_GENL_NAME, IpvsCmd, IpvsInfo, IpvsMessage, dest_from_message, encode_request,
     get_dests_message, op_message, service_from_attrs,
 };
 use super::{Ipvs, IpvsOp, IpvsTable, ServiceEntry, Timeouts};
@@ -91,6 +91,10 @@ impl Debug for IpvsNetlink {
             .finish()
     }
 }
+
+/// Where a request's data messages go: `Some(message)` for each one, whole,
+/// header included; `None` for "start over" (a dump being retried).
+type Sink<'a> = dyn FnMut(Option<&[u8]>) -> Result<(), DecodeError> + 'a;
 
 /// One received datagram inside the receive area.
 #[derive(Clone, Copy, Debug)]
@@ -493,16 +497,46 @@ impl IpvsNetlink {
     where
         P: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug + Clone,
     {
+        let mut out = Vec::new();
+        self.request_each(op, payload, dump, &mut |m| match m {
+            Some(m) => {
+                out.push(decode::<P>(m)?);
+                Ok(())
+            }
+            None => {
+                out.clear();
+                Ok(())
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Like `request`, but hands each data message (whole, header included)
+    /// to `sink` undecoded; `sink(None)` means "start over" (the kernel
+    /// flagged the dump inconsistent and it is being retried).
+    fn request_each<P>(
+        &mut self,
+        op: &dyn Fn() -> String,
+        payload: P,
+        dump: bool,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), KernelError>
+    where
+        P: GenlFamily + Emitable + Debug + Clone,
+    {
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Some(c) = self.capture.as_mut() {
                 c.clear();
             }
-            match self.request_once(op, payload.clone(), dump)? {
-                (out, false) => return Ok(out),
-                (_, true) if attempt < DUMP_RETRIES => continue,
-                (_, true) => {
+            if attempt > 1 {
+                sink(None).map_err(|e| KernelError::new(op(), e.to_string()))?;
+            }
+            match self.request_once(op, payload.clone(), dump, sink)? {
+                false => return Ok(()),
+                true if attempt < DUMP_RETRIES => continue,
+                true => {
                     return Err(KernelError::new(
                         op(),
                         "the table kept changing during the dump (NLM_F_DUMP_INTR)",
@@ -512,15 +546,16 @@ impl IpvsNetlink {
         }
     }
 
-    /// Returns the data and whether the kernel flagged the dump as interrupted.
+    /// Returns whether the kernel flagged the dump as interrupted.
     fn request_once<P>(
         &mut self,
         op: &dyn Fn() -> String,
         payload: P,
         dump: bool,
-    ) -> Result<(Vec<P>, bool), KernelError>
+        sink: &mut Sink<'_>,
+    ) -> Result<bool, KernelError>
     where
-        P: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+        P: GenlFamily + Emitable + Debug,
     {
         let seq = self.next_seq();
         let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
@@ -529,7 +564,6 @@ impl IpvsNetlink {
         self.send_tx().map_err(|e| io_error(op(), &e))?;
 
         let fd = self.sock.as_raw_fd();
-        let mut out = Vec::new();
         let mut interrupted = false;
         // Keep reading to the end even after a failure (see the module notes).
         let mut failure: Option<KernelError> = None;
@@ -567,7 +601,7 @@ impl IpvsNetlink {
                         Reply::Ack | Reply::Done(0..) => {
                             return match failure {
                                 Some(f) => Err(f),
-                                None => Ok((out, interrupted)),
+                                None => Ok(interrupted),
                             };
                         }
                         Reply::Error(c, ext) => return Err(kernel_error(op(), -c, None, ext)),
@@ -577,16 +611,13 @@ impl IpvsNetlink {
                             if let Some(c) = self.capture.as_mut() {
                                 c.push(msg.to_vec());
                             }
-                            match decode::<P>(msg) {
-                                Ok(p) => out.push(p),
-                                Err(e) => {
-                                    failure.get_or_insert_with(|| {
-                                        KernelError::new(
-                                            op(),
-                                            format!("cannot decode the kernel's reply: {e}"),
-                                        )
-                                    });
-                                }
+                            if let Err(e) = sink(Some(msg)) {
+                                failure.get_or_insert_with(|| {
+                                    KernelError::new(
+                                        op(),
+                                        format!("cannot decode the kernel's reply: {e}"),
+                                    )
+                                });
                             }
                         }
                         Reply::Ignore => {}
@@ -744,16 +775,22 @@ impl Ipvs for IpvsNetlink {
         for s in services {
             let key = s.service.key;
             let op = || format!("list real servers of {key}");
-            let dests = self.request(&op, get_dests_message(&key), true)?;
             let mut entry = ServiceEntry::new(s.service);
-            for m in &dests {
-                let Some(attrs) = m.dest() else { continue };
-                let (rs, stats) = dest_from_attrs(attrs, s.af).map_err(|e| {
-                    KernelError::new(op(), format!("cannot decode a real server: {e}"))
-                })?;
-                entry.dests.insert(rs.key, rs);
-                entry.stats.insert(rs.key, stats);
-            }
+            let af = s.af;
+            self.request_each(&op, get_dests_message(&key), true, &mut |m| {
+                match m {
+                    Some(m) => {
+                        let (rs, stats) = dest_from_message(m, af)?;
+                        entry.dests.insert(rs.key, rs);
+                        entry.stats.insert(rs.key, stats);
+                    }
+                    None => {
+                        entry.dests.clear();
+                        entry.stats.clear();
+                    }
+                }
+                Ok(())
+            })?;
             table.services.insert(key, entry);
         }
         Ok(table)
