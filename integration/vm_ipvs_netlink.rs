@@ -777,17 +777,24 @@ fn bench_10000_services_x_10_dests_client_vs_ipvsadm_restore() {
     assert!(child.wait().unwrap().success());
     let restore = t2.elapsed();
     assert_eq!(shape(ipvs.dump().unwrap()), want);
+    // The reading side's floor: ipvsadm's own listing of the same table.
+    let t3 = Instant::now();
+    let listing = sh("ipvsadm", &["-Ln"]);
+    let list = t3.elapsed();
+    assert_eq!(listing.lines().count(), 3 + ops.len());
     ipvs.flush().unwrap();
 
     println!(
         "BENCH {} ops (10000 services x 10 dests): client connect+apply {:.3}s, \
-         client dump {:.3}s, ipvsadm -R {:.3}s, ratio ipvsadm/client {:.1}x \
-         (chunk {} messages)",
+         ipvsadm -R {:.3}s, ratio {:.1}x; client dump {:.3}s, ipvsadm -Ln {:.3}s, \
+         ratio {:.1}x (chunk {} messages)",
         ops.len(),
         client.as_secs_f64(),
-        dump.as_secs_f64(),
         restore.as_secs_f64(),
         restore.as_secs_f64() / client.as_secs_f64(),
+        dump.as_secs_f64(),
+        list.as_secs_f64(),
+        list.as_secs_f64() / dump.as_secs_f64(),
         fresh.chunk_len()
     );
 }
