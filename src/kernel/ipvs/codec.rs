@@ -21,7 +21,8 @@ use netlink_packet_core::{
     DecodeError, DefaultNla, Emitable, ErrorContext, NLA_F_NESTED, Nla, NlaBuffer, NlasIterator,
     Parseable, ParseableParametrized,
 };
-use netlink_packet_generic::{GenlFamily, GenlHeader};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 
 use super::{
     DestKey, DestStats, ForwardMethod, IpvsOp, Persistence, Protocol, RealServer, SVC_F_HASHED,
@@ -438,26 +439,30 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for ServiceAttr {
         let v = buf.value();
         let ctx = |name: &str| format!("invalid IPVS_SVC_ATTR_{name}");
         Ok(match buf.kind() {
-            SVC_ATTR_AF => ServiceAttr::AddressFamily(u16_ne(v).context(ctx("AF"))?),
-            SVC_ATTR_PROTOCOL => ServiceAttr::Protocol(u16_ne(v).context(ctx("PROTOCOL"))?),
+            SVC_ATTR_AF => ServiceAttr::AddressFamily(u16_ne(v).with_context(|| ctx("AF"))?),
+            SVC_ATTR_PROTOCOL => ServiceAttr::Protocol(u16_ne(v).with_context(|| ctx("PROTOCOL"))?),
             SVC_ATTR_ADDR => ServiceAttr::Addr(InetAddr::parse(v)),
-            SVC_ATTR_PORT => ServiceAttr::Port(u16_be(v).context(ctx("PORT"))?),
-            SVC_ATTR_FWMARK => ServiceAttr::Fwmark(u32_ne(v).context(ctx("FWMARK"))?),
-            SVC_ATTR_SCHED_NAME => ServiceAttr::SchedName(c_string(v).context(ctx("SCHED_NAME"))?),
+            SVC_ATTR_PORT => ServiceAttr::Port(u16_be(v).with_context(|| ctx("PORT"))?),
+            SVC_ATTR_FWMARK => ServiceAttr::Fwmark(u32_ne(v).with_context(|| ctx("FWMARK"))?),
+            SVC_ATTR_SCHED_NAME => {
+                ServiceAttr::SchedName(c_string(v).with_context(|| ctx("SCHED_NAME"))?)
+            }
             SVC_ATTR_FLAGS => ServiceAttr::Flags(SvcFlags {
-                flags: u32_ne(v).context(ctx("FLAGS"))?,
-                mask: u32_ne(v.get(4..).unwrap_or(&[])).context(ctx("FLAGS"))?,
+                flags: u32_ne(v).with_context(|| ctx("FLAGS"))?,
+                mask: u32_ne(v.get(4..).unwrap_or(&[])).with_context(|| ctx("FLAGS"))?,
             }),
-            SVC_ATTR_TIMEOUT => ServiceAttr::Timeout(u32_ne(v).context(ctx("TIMEOUT"))?),
+            SVC_ATTR_TIMEOUT => ServiceAttr::Timeout(u32_ne(v).with_context(|| ctx("TIMEOUT"))?),
             SVC_ATTR_NETMASK => ServiceAttr::Netmask(
                 v.get(..4)
                     .and_then(|s| s.try_into().ok())
                     .ok_or_else(|| DecodeError::invalid_number(4, v.len()))
-                    .context(ctx("NETMASK"))?,
+                    .with_context(|| ctx("NETMASK"))?,
             ),
-            SVC_ATTR_STATS => ServiceAttr::Stats(Stats::parse(v).context(ctx("STATS"))?),
-            SVC_ATTR_PE_NAME => ServiceAttr::PeName(c_string(v).context(ctx("PE_NAME"))?),
-            SVC_ATTR_STATS64 => ServiceAttr::Stats64(Stats::parse(v).context(ctx("STATS64"))?),
+            SVC_ATTR_STATS => ServiceAttr::Stats(Stats::parse(v).with_context(|| ctx("STATS"))?),
+            SVC_ATTR_PE_NAME => ServiceAttr::PeName(c_string(v).with_context(|| ctx("PE_NAME"))?),
+            SVC_ATTR_STATS64 => {
+                ServiceAttr::Stats64(Stats::parse(v).with_context(|| ctx("STATS64"))?)
+            }
             _ => ServiceAttr::Other(DefaultNla::parse(buf)?),
         })
     }
@@ -558,32 +563,40 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for DestAttr {
         let ctx = |name: &str| format!("invalid IPVS_DEST_ATTR_{name}");
         Ok(match buf.kind() {
             DEST_ATTR_ADDR => DestAttr::Addr(InetAddr::parse(v)),
-            DEST_ATTR_PORT => DestAttr::Port(u16_be(v).context(ctx("PORT"))?),
-            DEST_ATTR_FWD_METHOD => DestAttr::FwdMethod(u32_ne(v).context(ctx("FWD_METHOD"))?),
-            DEST_ATTR_WEIGHT => DestAttr::Weight(u32_ne(v).context(ctx("WEIGHT"))?),
-            DEST_ATTR_U_THRESH => DestAttr::UpperThreshold(u32_ne(v).context(ctx("U_THRESH"))?),
-            DEST_ATTR_L_THRESH => DestAttr::LowerThreshold(u32_ne(v).context(ctx("L_THRESH"))?),
+            DEST_ATTR_PORT => DestAttr::Port(u16_be(v).with_context(|| ctx("PORT"))?),
+            DEST_ATTR_FWD_METHOD => {
+                DestAttr::FwdMethod(u32_ne(v).with_context(|| ctx("FWD_METHOD"))?)
+            }
+            DEST_ATTR_WEIGHT => DestAttr::Weight(u32_ne(v).with_context(|| ctx("WEIGHT"))?),
+            DEST_ATTR_U_THRESH => {
+                DestAttr::UpperThreshold(u32_ne(v).with_context(|| ctx("U_THRESH"))?)
+            }
+            DEST_ATTR_L_THRESH => {
+                DestAttr::LowerThreshold(u32_ne(v).with_context(|| ctx("L_THRESH"))?)
+            }
             DEST_ATTR_ACTIVE_CONNS => {
-                DestAttr::ActiveConns(u32_ne(v).context(ctx("ACTIVE_CONNS"))?)
+                DestAttr::ActiveConns(u32_ne(v).with_context(|| ctx("ACTIVE_CONNS"))?)
             }
             DEST_ATTR_INACT_CONNS => {
-                DestAttr::InactiveConns(u32_ne(v).context(ctx("INACT_CONNS"))?)
+                DestAttr::InactiveConns(u32_ne(v).with_context(|| ctx("INACT_CONNS"))?)
             }
             DEST_ATTR_PERSIST_CONNS => {
-                DestAttr::PersistConns(u32_ne(v).context(ctx("PERSIST_CONNS"))?)
+                DestAttr::PersistConns(u32_ne(v).with_context(|| ctx("PERSIST_CONNS"))?)
             }
-            DEST_ATTR_STATS => DestAttr::Stats(Stats::parse(v).context(ctx("STATS"))?),
+            DEST_ATTR_STATS => DestAttr::Stats(Stats::parse(v).with_context(|| ctx("STATS"))?),
             DEST_ATTR_ADDR_FAMILY => {
-                DestAttr::AddressFamily(u16_ne(v).context(ctx("ADDR_FAMILY"))?)
+                DestAttr::AddressFamily(u16_ne(v).with_context(|| ctx("ADDR_FAMILY"))?)
             }
-            DEST_ATTR_STATS64 => DestAttr::Stats64(Stats::parse(v).context(ctx("STATS64"))?),
+            DEST_ATTR_STATS64 => {
+                DestAttr::Stats64(Stats::parse(v).with_context(|| ctx("STATS64"))?)
+            }
             DEST_ATTR_TUN_TYPE => DestAttr::TunType(
                 *v.first()
                     .ok_or_else(|| DecodeError::invalid_number(1, 0))
-                    .context(ctx("TUN_TYPE"))?,
+                    .with_context(|| ctx("TUN_TYPE"))?,
             ),
-            DEST_ATTR_TUN_PORT => DestAttr::TunPort(u16_be(v).context(ctx("TUN_PORT"))?),
-            DEST_ATTR_TUN_FLAGS => DestAttr::TunFlags(u16_ne(v).context(ctx("TUN_FLAGS"))?),
+            DEST_ATTR_TUN_PORT => DestAttr::TunPort(u16_be(v).with_context(|| ctx("TUN_PORT"))?),
+            DEST_ATTR_TUN_FLAGS => DestAttr::TunFlags(u16_ne(v).with_context(|| ctx("TUN_FLAGS"))?),
             _ => DestAttr::Other(DefaultNla::parse(buf)?),
         })
     }
@@ -734,6 +747,32 @@ impl ParseableParametrized<[u8], GenlHeader> for IpvsMessage {
             .context("failed to parse IPVS message attributes")?;
         Ok(Self { cmd, attrs })
     }
+}
+
+/// Decode one whole netlink message (header included) of the IPVS family.
+pub fn decode_message(bytes: &[u8]) -> Result<IpvsMessage, DecodeError> {
+    match NetlinkMessage::<GenlMessage<IpvsMessage>>::deserialize(bytes)?.payload {
+        NetlinkPayload::InnerMessage(m) => Ok(m.payload),
+        other => Err(format!("not an IPVS message: {other:?}").into()),
+    }
+}
+
+/// Encode one whole netlink request: header (`family`, `flags`, `seq`),
+/// generic-netlink header, attributes; appended to `out`. Generic so that the
+/// controller's GETFAMILY goes out the same way.
+pub fn encode_request<P>(out: &mut Vec<u8>, family: u16, seq: u32, flags: u16, msg: P)
+where
+    P: GenlFamily + Emitable + std::fmt::Debug,
+{
+    let mut genl = GenlMessage::from_payload(msg);
+    genl.set_resolved_family_id(family);
+    let mut nl = NetlinkMessage::from(genl);
+    nl.header.flags = flags;
+    nl.header.sequence_number = seq;
+    nl.finalize();
+    let start = out.len();
+    out.resize(start + nl.buffer_len(), 0);
+    nl.serialize(&mut out[start..]);
 }
 
 // ---------------------------------------------------------------------------
@@ -1020,41 +1059,142 @@ pub fn service_from_attrs(attrs: &[ServiceAttr]) -> Result<Option<DumpedService>
     }))
 }
 
+/// What a snapshot needs of one destination, however it was read.
+struct DestFields {
+    af: u16,
+    addr: Option<InetAddr>,
+    port: Option<u16>,
+    fwd: u32,
+    weight: u32,
+    stats: DestStats,
+}
+
+impl DestFields {
+    fn new(service_af: u16) -> Self {
+        Self {
+            af: service_af,
+            addr: None,
+            port: None,
+            fwd: 0,
+            weight: 0,
+            stats: DestStats::default(),
+        }
+    }
+
+    fn finish(self) -> Result<(RealServer, DestStats), DecodeError> {
+        let af = self.af;
+        let addr = self
+            .addr
+            .ok_or("IPVS destination without IPVS_DEST_ATTR_ADDR")?;
+        let ip = addr
+            .to_ip(af)
+            .ok_or_else(|| DecodeError::from(format!("IPVS destination of unknown family {af}")))?;
+        let port = self
+            .port
+            .ok_or("IPVS destination without IPVS_DEST_ATTR_PORT")?;
+        Ok((
+            RealServer {
+                key: DestKey { addr: ip, port },
+                weight: self.weight,
+                forward: ForwardMethod::from_flag(self.fwd),
+            },
+            self.stats,
+        ))
+    }
+}
+
 /// Read a destination out of its attributes. `service_af` is the family its
 /// address is in when the kernel does not say (kernels before 4.x).
 pub fn dest_from_attrs(
     attrs: &[DestAttr],
     service_af: u16,
 ) -> Result<(RealServer, DestStats), DecodeError> {
-    let mut af = service_af;
-    let mut addr = None;
-    let mut port = None;
-    let mut fwd = 0;
-    let mut weight = 0;
-    let mut stats = DestStats::default();
+    let mut f = DestFields::new(service_af);
     for a in attrs {
         match a {
-            DestAttr::Addr(v) => addr = Some(*v),
-            DestAttr::Port(v) => port = Some(*v),
-            DestAttr::AddressFamily(v) => af = *v,
-            DestAttr::FwdMethod(v) => fwd = *v,
-            DestAttr::Weight(v) => weight = *v,
-            DestAttr::ActiveConns(v) => stats.active_conns = *v,
-            DestAttr::InactiveConns(v) => stats.inactive_conns = *v,
+            DestAttr::Addr(v) => f.addr = Some(*v),
+            DestAttr::Port(v) => f.port = Some(*v),
+            DestAttr::AddressFamily(v) => f.af = *v,
+            DestAttr::FwdMethod(v) => f.fwd = *v,
+            DestAttr::Weight(v) => f.weight = *v,
+            DestAttr::ActiveConns(v) => f.stats.active_conns = *v,
+            DestAttr::InactiveConns(v) => f.stats.inactive_conns = *v,
             _ => {}
         }
     }
-    let addr = addr.ok_or("IPVS destination without IPVS_DEST_ATTR_ADDR")?;
-    let ip = addr
-        .to_ip(af)
-        .ok_or_else(|| DecodeError::from(format!("IPVS destination of unknown family {af}")))?;
-    let port = port.ok_or("IPVS destination without IPVS_DEST_ATTR_PORT")?;
-    Ok((
-        RealServer {
-            key: DestKey { addr: ip, port },
-            weight,
-            forward: ForwardMethod::from_flag(fwd),
-        },
-        stats,
-    ))
+    f.finish()
 }
+
+/// Attributes as (type, value) straight off the bytes, nothing decoded.
+fn raw_attrs(mut b: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), DecodeError>> {
+    std::iter::from_fn(move || {
+        if b.is_empty() {
+            return None;
+        }
+        let len = b
+            .get(..2)
+            .map(|l| u16::from_ne_bytes([l[0], l[1]]) as usize);
+        match len {
+            Some(len) if len >= 4 && len <= b.len() => {
+                let kind = u16::from_ne_bytes([b[2], b[3]]) & !(NLA_F_NESTED | 0x4000);
+                let value = &b[4..len];
+                b = &b[((len + 3) & !3).min(b.len())..];
+                Some(Ok((kind, value)))
+            }
+            _ => {
+                b = &[];
+                Some(Err(DecodeError::from("malformed netlink attribute")))
+            }
+        }
+    })
+}
+
+/// A destination straight from one whole NEW_DEST dump message (netlink
+/// header included), for the snapshot's hot path: a dump reads every real
+/// server of every virtual server, and the typed decode spends most of its
+/// time on the twenty counters a snapshot never reads. Reads exactly what
+/// `decode_message` + `dest_from_attrs` read (the tests hold them equal).
+pub fn dest_from_message(
+    msg: &[u8],
+    service_af: u16,
+) -> Result<(RealServer, DestStats), DecodeError> {
+    let len = msg
+        .get(..4)
+        .map(|l| u32::from_ne_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .ok_or("truncated netlink message")?;
+    // netlink header (16 bytes), then the generic-netlink header (4).
+    let attrs = msg
+        .get(20..len)
+        .ok_or("truncated IPVS destination message")?;
+    let mut f = DestFields::new(service_af);
+    let mut seen = false;
+    for a in raw_attrs(attrs) {
+        let (kind, value) = a?;
+        if kind != CMD_ATTR_DEST {
+            continue;
+        }
+        seen = true;
+        for d in raw_attrs(value) {
+            let (kind, v) = d?;
+            let ctx = || format!("invalid IPVS_DEST_ATTR {kind}");
+            match kind {
+                DEST_ATTR_ADDR => f.addr = Some(InetAddr::parse(v)),
+                DEST_ATTR_PORT => f.port = Some(u16_be(v).with_context(ctx)?),
+                DEST_ATTR_ADDR_FAMILY => f.af = u16_ne(v).with_context(ctx)?,
+                DEST_ATTR_FWD_METHOD => f.fwd = u32_ne(v).with_context(ctx)?,
+                DEST_ATTR_WEIGHT => f.weight = u32_ne(v).with_context(ctx)?,
+                DEST_ATTR_ACTIVE_CONNS => f.stats.active_conns = u32_ne(v).with_context(ctx)?,
+                DEST_ATTR_INACT_CONNS => f.stats.inactive_conns = u32_ne(v).with_context(ctx)?,
+                _ => {}
+            }
+        }
+    }
+    if !seen {
+        return Err("IPVS message without IPVS_CMD_ATTR_DEST".into());
+    }
+    f.finish()
+}
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

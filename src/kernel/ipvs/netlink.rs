@@ -15,6 +15,12 @@
 //! - A dump stays open on the socket until its NLMSG_DONE is read, and a
 //!   second dump on the same socket is refused (EBUSY) meanwhile, so dumps
 //!   are always read to the end, even when a reply cannot be decoded.
+//!
+//! `IpvsNetlink::connect()` then `apply(&ops)` with only AddService/AddDest
+//! operations is the kernel floor the scale benchmark compares against: one
+//! socket, one family lookup, the messages, their acks, nothing else (see
+//! `bench_10000_services_x_10_dests_client_vs_ipvsadm_restore` in
+//! integration/vm_ipvs_netlink.rs).
 
 use std::fmt::Debug;
 use std::io;
@@ -33,8 +39,8 @@ use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_GENERIC;
 
 use super::codec::{
-    self, IPVS_GENL_NAME, IpvsCmd, IpvsInfo, IpvsMessage, dest_from_attrs, get_dests_message,
-    op_message, service_from_attrs,
+    self, IPVS_GENL_NAME, IpvsCmd, IpvsInfo, IpvsMessage, dest_from_message, encode_request,
+    get_dests_message, op_message, service_from_attrs,
 };
 use super::{Ipvs, IpvsOp, IpvsTable, ServiceEntry, Timeouts};
 use crate::kernel::KernelError;
@@ -77,6 +83,9 @@ pub struct IpvsNetlink {
     /// Messages per pipelined chunk (shrinks after an overrun).
     chunk_msgs: usize,
     chunk_bytes: usize,
+    /// When set, every data message of the next request is also kept raw
+    /// (for fixtures and debugging: what exactly did the kernel say).
+    capture: Option<Vec<Vec<u8>>>,
 }
 
 impl Debug for IpvsNetlink {
@@ -88,6 +97,10 @@ impl Debug for IpvsNetlink {
             .finish()
     }
 }
+
+/// Where a request's data messages go: `Some(message)` for each one, whole,
+/// header included; `None` for "start over" (a dump being retried).
+type Sink<'a> = dyn FnMut(Option<&[u8]>) -> Result<(), DecodeError> + 'a;
 
 /// One received datagram inside the receive area.
 #[derive(Clone, Copy, Debug)]
@@ -357,22 +370,6 @@ fn recv_batch(fd: RawFd, rx: &mut [u8], slot: usize, block: bool) -> io::Result<
     }
 }
 
-/// Append one request to `tx`.
-fn encode<P>(tx: &mut Vec<u8>, family: u16, seq: u32, flags: u16, payload: P)
-where
-    P: GenlFamily + Emitable + Debug,
-{
-    let mut genl = GenlMessage::from_payload(payload);
-    genl.set_resolved_family_id(family);
-    let mut nl = NetlinkMessage::from(genl);
-    nl.header.flags = flags;
-    nl.header.sequence_number = seq;
-    nl.finalize();
-    let start = tx.len();
-    tx.resize(start + nl.buffer_len(), 0);
-    nl.serialize(&mut tx[start..]);
-}
-
 fn decode<P>(msg: &[u8]) -> Result<P, DecodeError>
 where
     P: ParseableParametrized<[u8], GenlHeader> + Debug,
@@ -424,6 +421,7 @@ impl IpvsNetlink {
             chunk_msgs: (rcvbuf / ACK_BUDGET).max(1),
             // The kernel refuses a datagram above sndbuf - 32 bytes.
             chunk_bytes: (sndbuf / 2).clamp(4096, MAX_CHUNK_BYTES),
+            capture: None,
         };
         me.family = me.resolve_family()?;
         Ok(me)
@@ -466,6 +464,19 @@ impl IpvsNetlink {
         self.chunk_msgs
     }
 
+    /// Shrink the socket's receive buffer to `rcvbuf` bytes and send at most
+    /// `chunk_msgs` requests per chunk: for tests that make acknowledgements
+    /// overflow on purpose, and benchmarks that study the chunk size.
+    pub fn limit_pipeline(&mut self, chunk_msgs: usize, rcvbuf: usize) {
+        set_int_opt(
+            self.sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            rcvbuf as libc::c_int,
+        );
+        self.chunk_msgs = chunk_msgs.max(1);
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -492,13 +503,46 @@ impl IpvsNetlink {
     where
         P: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug + Clone,
     {
+        let mut out = Vec::new();
+        self.request_each(op, payload, dump, &mut |m| match m {
+            Some(m) => {
+                out.push(decode::<P>(m)?);
+                Ok(())
+            }
+            None => {
+                out.clear();
+                Ok(())
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Like `request`, but hands each data message (whole, header included)
+    /// to `sink` undecoded; `sink(None)` means "start over" (the kernel
+    /// flagged the dump inconsistent and it is being retried).
+    fn request_each<P>(
+        &mut self,
+        op: &dyn Fn() -> String,
+        payload: P,
+        dump: bool,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), KernelError>
+    where
+        P: GenlFamily + Emitable + Debug + Clone,
+    {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.request_once(op, payload.clone(), dump)? {
-                (out, false) => return Ok(out),
-                (_, true) if attempt < DUMP_RETRIES => continue,
-                (_, true) => {
+            if let Some(c) = self.capture.as_mut() {
+                c.clear();
+            }
+            if attempt > 1 {
+                sink(None).map_err(|e| KernelError::new(op(), e.to_string()))?;
+            }
+            match self.request_once(op, payload.clone(), dump, sink)? {
+                false => return Ok(()),
+                true if attempt < DUMP_RETRIES => continue,
+                true => {
                     return Err(KernelError::new(
                         op(),
                         "the table kept changing during the dump (NLM_F_DUMP_INTR)",
@@ -508,24 +552,24 @@ impl IpvsNetlink {
         }
     }
 
-    /// Returns the data and whether the kernel flagged the dump as interrupted.
+    /// Returns whether the kernel flagged the dump as interrupted.
     fn request_once<P>(
         &mut self,
         op: &dyn Fn() -> String,
         payload: P,
         dump: bool,
-    ) -> Result<(Vec<P>, bool), KernelError>
+        sink: &mut Sink<'_>,
+    ) -> Result<bool, KernelError>
     where
-        P: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+        P: GenlFamily + Emitable + Debug,
     {
         let seq = self.next_seq();
         let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
         self.tx.clear();
-        encode(&mut self.tx, self.family, seq, flags, payload);
+        encode_request(&mut self.tx, self.family, seq, flags, payload);
         self.send_tx().map_err(|e| io_error(op(), &e))?;
 
         let fd = self.sock.as_raw_fd();
-        let mut out = Vec::new();
         let mut interrupted = false;
         // Keep reading to the end even after a failure (see the module notes).
         let mut failure: Option<KernelError> = None;
@@ -563,23 +607,23 @@ impl IpvsNetlink {
                         Reply::Ack | Reply::Done(0..) => {
                             return match failure {
                                 Some(f) => Err(f),
-                                None => Ok((out, interrupted)),
+                                None => Ok(interrupted),
                             };
                         }
                         Reply::Error(c, ext) => return Err(kernel_error(op(), -c, None, ext)),
                         Reply::Done(c) => return Err(kernel_error(op(), -c, None, None)),
                         Reply::Data(msg, mflags) => {
                             interrupted |= mflags & NLM_F_DUMP_INTR != 0;
-                            match decode::<P>(msg) {
-                                Ok(p) => out.push(p),
-                                Err(e) => {
-                                    failure.get_or_insert_with(|| {
-                                        KernelError::new(
-                                            op(),
-                                            format!("cannot decode the kernel's reply: {e}"),
-                                        )
-                                    });
-                                }
+                            if let Some(c) = self.capture.as_mut() {
+                                c.push(msg.to_vec());
+                            }
+                            if let Err(e) = sink(Some(msg)) {
+                                failure.get_or_insert_with(|| {
+                                    KernelError::new(
+                                        op(),
+                                        format!("cannot decode the kernel's reply: {e}"),
+                                    )
+                                });
                             }
                         }
                         Reply::Ignore => {}
@@ -587,6 +631,20 @@ impl IpvsNetlink {
                 }
             }
         }
+    }
+
+    /// Send one IPVS request (a dump if `dump`) and return the kernel's data
+    /// messages byte for byte, netlink header included.
+    pub fn raw_request(
+        &mut self,
+        msg: IpvsMessage,
+        dump: bool,
+    ) -> Result<Vec<Vec<u8>>, KernelError> {
+        let op = || format!("raw IPVS request {:?}", msg.cmd);
+        self.capture = Some(Vec::new());
+        let r = self.request(&op, msg.clone(), dump);
+        let raw = self.capture.take().unwrap_or_default();
+        r.map(|_| raw)
     }
 
     /// `IPVS_CMD_GET_INFO`: the version `ipvsadm -Ln` prints and the
@@ -616,7 +674,7 @@ impl IpvsNetlink {
                 let before = self.tx.len();
                 let seq = base.wrapping_add((end - start) as u32);
                 let flags = NLM_F_REQUEST | NLM_F_ACK;
-                encode(&mut self.tx, self.family, seq, flags, op_message(&ops[end]));
+                encode_request(&mut self.tx, self.family, seq, flags, op_message(&ops[end]));
                 if self.tx.len() > self.chunk_bytes && end > start {
                     self.tx.truncate(before);
                     break;
@@ -723,16 +781,22 @@ impl Ipvs for IpvsNetlink {
         for s in services {
             let key = s.service.key;
             let op = || format!("list real servers of {key}");
-            let dests = self.request(&op, get_dests_message(&key), true)?;
             let mut entry = ServiceEntry::new(s.service);
-            for m in &dests {
-                let Some(attrs) = m.dest() else { continue };
-                let (rs, stats) = dest_from_attrs(attrs, s.af).map_err(|e| {
-                    KernelError::new(op(), format!("cannot decode a real server: {e}"))
-                })?;
-                entry.dests.insert(rs.key, rs);
-                entry.stats.insert(rs.key, stats);
-            }
+            let af = s.af;
+            self.request_each(&op, get_dests_message(&key), true, &mut |m| {
+                match m {
+                    Some(m) => {
+                        let (rs, stats) = dest_from_message(m, af)?;
+                        entry.dests.insert(rs.key, rs);
+                        entry.stats.insert(rs.key, stats);
+                    }
+                    None => {
+                        entry.dests.clear();
+                        entry.stats.clear();
+                    }
+                }
+                Ok(())
+            })?;
             table.services.insert(key, entry);
         }
         Ok(table)
@@ -766,5 +830,86 @@ impl Ipvs for IpvsNetlink {
             .first()
             .map(codec::timeouts_from)
             .ok_or_else(|| KernelError::new(op(), "the kernel sent no configuration"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nlmsg(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let len = 16 + body.len();
+        let mut m = Vec::new();
+        m.extend((len as u32).to_ne_bytes());
+        m.extend(kind.to_ne_bytes());
+        m.extend(flags.to_ne_bytes());
+        m.extend(seq.to_ne_bytes());
+        m.extend(0u32.to_ne_bytes());
+        m.extend(body);
+        m.resize((m.len() + 3) & !3, 0);
+        m
+    }
+
+    #[test]
+    fn an_error_with_extended_ack_text_keeps_errno_and_text() {
+        // errno, the capped request header, then NLMSGERR_ATTR_MSG "bad attr".
+        let mut body = (-libc::EINVAL).to_ne_bytes().to_vec();
+        body.extend(nlmsg(0x20, NLM_F_REQUEST | NLM_F_ACK, 9, &[]));
+        let text = b"bad attr\0";
+        body.extend(((4 + text.len()) as u16).to_ne_bytes());
+        body.extend(NLMSGERR_ATTR_MSG.to_ne_bytes());
+        body.extend(text);
+        let d = nlmsg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 9, &body);
+        let got: Vec<_> = replies(&d).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got.len(), 1);
+        match &got[0] {
+            (9, Reply::Error(c, Some(t))) => {
+                assert_eq!(*c, -libc::EINVAL);
+                assert_eq!(t, "bad attr");
+            }
+            _ => panic!("not an error with text"),
+        }
+    }
+
+    #[test]
+    fn a_dump_datagram_splits_into_its_messages() {
+        let mut d = nlmsg(0x20, 2, 5, &[4, 1, 0, 0]);
+        d.extend(nlmsg(0x20, 2, 5, &[4, 1, 0, 0, 8, 0, 1, 0, 1, 0, 0, 0]));
+        d.extend(nlmsg(NLMSG_DONE, 2, 5, &0i32.to_ne_bytes()));
+        d.extend(nlmsg(NLMSG_ERROR, 0, 6, &0i32.to_ne_bytes()));
+        let kinds: Vec<_> = replies(&d)
+            .map(|r| match r.unwrap() {
+                (5, Reply::Data(m, _)) => format!("data{}", m.len()),
+                (5, Reply::Done(0)) => "done".into(),
+                (6, Reply::Ack) => "ack".into(),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["data20", "data28", "done", "ack"]);
+    }
+
+    #[test]
+    fn a_lying_length_is_an_error_not_a_panic() {
+        let mut d = nlmsg(0x20, 0, 1, &[0; 8]);
+        d[0] = 200;
+        let r: Vec<_> = replies(&d).collect();
+        assert_eq!(r.len(), 1);
+        assert!(r[0].is_err());
+    }
+
+    #[test]
+    fn errors_name_the_errno_and_what_it_means_for_the_operation() {
+        let k = super::super::ServiceKey {
+            addr: "10.96.0.1".parse().unwrap(),
+            protocol: super::super::Protocol::Tcp,
+            port: 80,
+        };
+        let op = IpvsOp::DelService(k);
+        let e = kernel_error(op.to_string(), libc::ESRCH, op_hint(&op, libc::ESRCH), None);
+        assert_eq!(e.errno, Some(libc::ESRCH));
+        assert_eq!(
+            e.to_string(),
+            "delete virtual server TCP 10.96.0.1:80: no such virtual server: ESRCH (No such process)"
+        );
     }
 }
