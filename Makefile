@@ -7,7 +7,7 @@ VM := scripts/vm
 # Host packages the host-side tests use (iptables mode inside `unshare -n`).
 HOST_PACKAGES := iptables ipset iproute2 conntrack jq util-linux
 
-.PHONY: all setup build test test-host test-vm fmt fmt-check clippy shellcheck
+.PHONY: all setup build test test-host test-vm demo bench fmt fmt-check clippy shellcheck
 
 all: build
 
@@ -33,6 +33,16 @@ test-host:
 ##          (VM_TEST_FILTER=substring runs a subset)
 test-vm:
 	scripts/build-vm-tests.sh
+
+## demo: kproxy programs IPVS for examples/ in the VM; real requests go through it
+demo: setup
+	$(CARGO) build --bin kproxy
+	@KPROXY=target/debug/kproxy $(VM) run -- scripts/demo-vm.sh
+
+## bench: kproxy against the kernel floor and ipvsadm -R in the VM (release build)
+##        BENCH_SERVICES / BENCH_ENDPOINTS set the size (default 10000 x 10)
+bench: setup
+	scripts/bench.sh
 
 fmt:
 	$(CARGO) fmt

@@ -5,7 +5,8 @@
 #   scripts/vm-tests.sh [TEST_BINARY...]
 #
 # 1. Each Rust test binary given (the `vm_*` test targets) runs with
-#    `--include-ignored --test-threads=1`; each of its tests gets a PASS/FAIL line.
+#    `--include-ignored --skip bench_ --test-threads=1`; each of its tests gets a
+#    PASS/FAIL line.
 # 2. Each integration/*.sh runs with bash; one PASS/FAIL line per script.
 #
 # Every binary and every script runs in a network namespace of its own (and a
@@ -69,7 +70,8 @@ run_rust_binary() {
   log=$logs/$name.log
   echo "=== $name"
   local t0=$SECONDS
-  isolated "$bin" --include-ignored --test-threads=1 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+  # bench_* tests are measurements for `make bench`, not behaviour checks.
+  isolated "$bin" --include-ignored --skip bench_ --test-threads=1 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
   local line test result seen=0
   while read -r line; do
     [[ $line =~ ^test\ (.+)\ \.\.\.\ (ok|FAILED)$ ]] || continue
