@@ -11,6 +11,7 @@ WORK=$(mktemp -d /tmp/kproxy-it.XXXXXX)
 # under the emulated CPU.
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
+export PY
 DAEMON_PID=
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
