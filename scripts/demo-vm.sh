@@ -4,8 +4,8 @@
 # ClusterIP and a NodePort, and what an operator would look at.
 source "$(dirname "$0")/../integration/lib/common.sh"
 setup_node
-for p in 10.244.1.10 10.244.2.10 10.244.1.11; do add_pod "web-${p##*.}-${p#10.244.}" "$p"; done
-for p in 10.244.1.20 10.244.2.20; do POD_PORT=3000 add_pod "shop-${p#10.244.}" "$p"; done
+add_pod web-a 10.244.1.10; add_pod web-b 10.244.2.10; add_pod web-c 10.244.1.11
+POD_PORT=3000 add_pod shop-a 10.244.1.20; POD_PORT=3000 add_pod shop-b 10.244.2.20
 
 echo "== kproxy --once --manifests examples --hostname-override node-1"
 "$KPROXY" --once --manifests examples --hostname-override node-1 -v 2
