@@ -7,44 +7,11 @@ setup_node
 add_pod web1 10.244.1.1
 add_pod web2 10.244.1.2
 M=$WORK/manifests; mkdir -p "$M"
-cat > "$M/web.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  selector: {app: web}
-  ports: [{protocol: TCP, port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: "", protocol: TCP, port: 8080}]
-endpoints:
-$(ep 10.244.1.1)
-$(ep 10.244.1.2)
-YAML
-api() {
-  local affinity=$1; shift
-  cat > "$M/api.yaml.tmp" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: default}
-spec:
-  clusterIP: 10.96.0.30
-  sessionAffinity: $affinity
-  selector: {app: api}
-  ports: [{protocol: TCP, port: 443, targetPort: 8443}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: api-1, namespace: default, labels: {kubernetes.io/service-name: api}}
-addressType: IPv4
-ports: [{name: "", protocol: TCP, port: 8443}]
-endpoints:
-$(for e in "$@"; do ep "$e"; done)
-YAML
+service_manifest web 10.96.0.10 80 8080 10.244.1.1 10.244.1.2 > "$M/web.yaml"
+api() { # AFFINITY ENDPOINT...
+  local affinity=$1
+  shift
+  AFFINITY=$affinity service_manifest api 10.96.0.30 443 8443 "$@" > "$M/api.yaml.tmp"
   mv "$M/api.yaml.tmp" "$M/api.yaml"   # atomic, as a config-management tool would
 }
 api None 10.244.2.1

@@ -8,27 +8,11 @@ setup_node
 for i in 1 2 3; do add_pod "pod$i" "10.244.1.$i"; done
 
 M=$WORK/manifests; mkdir -p "$M"
-write() {
-  local eps=$1 affinity=${2:-None}
-  cat > "$M/web.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.10
-  sessionAffinity: $affinity
-  selector: {app: web}
-  ports: [{protocol: TCP, port: 80, targetPort: 8080, nodePort: 30080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: "", protocol: TCP, port: 8080}]
-endpoints:
-$(for e in $eps; do ep "10.244.1.$e"; done)
-YAML
+write() { # ENDPOINT_SUFFIXES [AFFINITY]
+  local eps=() e
+  for e in $1; do eps+=("10.244.1.$e"); done
+  NODE_PORT=30080 AFFINITY=${2:-None} service_manifest web 10.96.0.10 80 8080 "${eps[@]}" > "$M/web.yaml.tmp"
+  mv "$M/web.yaml.tmp" "$M/web.yaml"
 }
 
 write "1 2 3"

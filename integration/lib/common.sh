@@ -135,3 +135,32 @@ hits() {
 
 # A ready endpoint block for an EndpointSlice.
 ep() { echo "- {addresses: [\"$1\"], conditions: {ready: true}, nodeName: ${2:-node-1}}"; }
+
+# service_manifest NAME CLUSTER_IP PORT TARGET_PORT [ENDPOINT_IP...]: a TCP
+# Service and its EndpointSlice, as YAML on stdout. NODE_PORT makes it a
+# NodePort Service, AFFINITY sets sessionAffinity, FAMILY=IPv6 an IPv6 one.
+service_manifest() {
+  local name=$1 ip=$2 port=$3 target=$4 type=ClusterIP np="" e
+  shift 4
+  if [ -n "${NODE_PORT:-}" ]; then type=NodePort np=", nodePort: $NODE_PORT"; fi
+  cat <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: $name, namespace: default}
+spec:
+  type: $type
+  clusterIP: "$ip"
+  ipFamilies: [${FAMILY:-IPv4}]
+  sessionAffinity: ${AFFINITY:-None}
+  selector: {app: $name}
+  ports: [{protocol: TCP, port: $port, targetPort: $target$np}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: $name-1, namespace: default, labels: {kubernetes.io/service-name: $name}}
+addressType: ${FAMILY:-IPv4}
+ports: [{name: "", protocol: TCP, port: $target}]
+endpoints:
+YAML
+  for e in "$@"; do ep "$e"; done
+}
