@@ -65,6 +65,35 @@ netns_tests!(
     ipv6_rules_load_without_drift,
 );
 
+/// Not a test: figures for the iptables mode at scale (restore size, full
+/// and partial sync time vs `iptables-restore` of the same text alone).
+/// Run with `cargo test --release --test netns_iptables scale -- --ignored
+/// --nocapture`; `KPROXY_SCALE=1000,10000` picks the Service counts.
+#[test]
+#[ignore = "measurement, run on demand"]
+fn scale_measurement() {
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(&exe)
+        .args([
+            "--exact",
+            "inner::scale",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env(INNER, "1")
+        .output()
+        .expect("unshare");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 mod inner {
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::IpAddr;
@@ -400,24 +429,21 @@ mod inner {
         }
         assert!(sh("iptables-save -t mangle").contains(":KUBE-PROXY-CANARY"));
 
-        // iptables-save prints rules its own way; the comparison must see
-        // no difference, so a quiet sync writes no Service chain and no jump.
-        let out = p.sync_view(&c, Some(&BTreeSet::new()));
-        assert!(out.ok(), "{:?}", out.errors);
-        let text = p.last_restore(IpFamily::V4).unwrap();
-        let written: Vec<String> = declared(text)
+        // iptables-save prints rules its own way; comparing must see no
+        // difference: the dry run (a diff against the kernel) writes no
+        // Service chain and no jump, and a full resync repairs nothing.
+        let lines = p.dry_run_view(&c).unwrap();
+        let text = lines.join("\n");
+        let written: Vec<String> = declared(&text)
             .into_iter()
             .filter(|c| is_service_chain(c))
             .collect();
-        assert!(
-            written.is_empty(),
-            "false drift: rewrote {written:?}\n{text}"
-        );
-        assert!(!text.contains("-I "), "jump inserted twice:\n{text}");
-        assert_eq!(out.ops.get("repair_chains"), None);
-
-        // A full resync leaves exactly one copy of every jump.
-        assert!(p.sync_view(&c, None).ok());
+        assert!(written.is_empty(), "false drift: {written:?}\n{text}");
+        assert!(!text.contains("-I "), "jump seen as missing:\n{text}");
+        let out = p.sync_view(&c, None);
+        assert!(out.ok(), "{:?}", out.errors);
+        assert_eq!(out.ops.get("repair_chains"), None, "{:?}", out.ops);
+        assert_eq!(out.ops.get("insert_jumps"), None, "{:?}", out.ops);
         let nat2 = sh("iptables-save -t nat");
         assert_eq!(nat2.matches("-j KUBE-SERVICES").count(), 2, "{nat2}");
 
@@ -592,7 +618,7 @@ mod inner {
             curl_in(Some(&client), "http://10.96.0.10/id"),
             (0, "a".into())
         );
-        // A chain edited by hand is put back by the next partial sync.
+        // A chain edited by hand is put back by the next periodic sync.
         let svc_chain = sh("iptables-save -t nat")
             .lines()
             .find_map(|l| {
@@ -601,7 +627,8 @@ mod inner {
             })
             .unwrap();
         sh(&format!("iptables -t nat -F {svc_chain}"));
-        let out = p.sync_view(&c, Some(&BTreeSet::new()));
+        assert_ne!(curl_in(Some(&client), "http://10.96.0.10/id").0, 0);
+        let out = p.sync_view(&c, None);
         assert_eq!(out.ops.get("repair_chains"), Some(&1), "{:?}", out.ops);
         assert_eq!(
             curl_in(Some(&client), "http://10.96.0.10/id"),
@@ -639,15 +666,105 @@ mod inner {
             sh("ip6tables-save -t filter")
                 .contains("has no endpoints\" -m tcp --dport 80 -j REJECT")
         );
-        assert!(p.sync_view(&c, Some(&BTreeSet::new())).ok());
-        let text = p.last_restore(IpFamily::V6).unwrap();
+        // ip6tables-save's rendering is not mistaken for drift.
+        let text = p.dry_run_view(&c).unwrap().join("\n");
         assert!(
-            declared(text).iter().all(|c| !is_service_chain(c)),
+            declared(&text).iter().all(|c| !is_service_chain(c)) && !text.contains("-I "),
             "false drift:\n{text}"
         );
         let errors =
             cleanup_iptables_leftovers(&mut IptablesCmd::detect(), &[IpFamily::V6], Leftovers::All);
         assert!(errors.is_empty(), "{errors:?}");
         assert!(!sh("ip6tables-save").contains("KUBE-"));
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    }
+
+    #[test]
+    #[ignore = "measurement, run through scale_measurement"]
+    fn scale() {
+        let _w = World::new();
+        let counts: Vec<usize> = std::env::var("KPROXY_SCALE")
+            .unwrap_or_else(|_| "1000,10000".into())
+            .split(',')
+            .map(|n| n.trim().parse().expect("KPROXY_SCALE: numbers"))
+            .collect();
+        const RUNS: usize = 3;
+        let wipe = || {
+            let errors = cleanup_iptables_leftovers(
+                &mut IptablesCmd::detect(),
+                &[IpFamily::V4],
+                Leftovers::All,
+            );
+            assert!(errors.is_empty(), "{errors:?}");
+        };
+        for n in counts {
+            let mut c = StaticCluster::default();
+            for i in 0..n {
+                let svc = service(
+                    &format!("s{i}"),
+                    &format!("10.96.{}.{}", i / 250, i % 250 + 1),
+                );
+                let eps: Vec<String> = (0..10)
+                    .map(|j| {
+                        let k = i * 10 + j;
+                        format!("10.{}.{}.{}", 128 + k / 65536, (k / 256) % 256, k % 256)
+                    })
+                    .collect();
+                with(&mut c, svc, &eps);
+            }
+            let (mut full, mut partial, mut quiet, mut alone) = (vec![], vec![], vec![], vec![]);
+            let (mut size, mut rules, mut partial_size) = (0, 0, 0);
+            for _ in 0..RUNS {
+                wipe();
+                let mut p = proxier(vec![IpFamily::V4]);
+                let t = std::time::Instant::now();
+                let out = p.sync_view(&c, None);
+                full.push(t.elapsed().as_secs_f64());
+                assert!(out.ok(), "{:?}", out.errors);
+                let text = p.last_restore(IpFamily::V4).unwrap().to_string();
+                size = text.len();
+                rules = text.lines().filter(|l| l.starts_with("-A ")).count();
+
+                // One endpoint of one Service changes.
+                let mut c2 = c.clone();
+                let s0 = c2.services[&ServiceName::new("default", "s0")].clone();
+                c2.put_slice(slice(&s0, &["10.127.0.1".to_string()]));
+                let changed = BTreeSet::from([ServiceName::new("default", "s0")]);
+                let t = std::time::Instant::now();
+                let out = p.sync_view(&c2, Some(&changed));
+                partial.push(t.elapsed().as_secs_f64());
+                assert!(out.ok(), "{:?}", out.errors);
+                partial_size = p.last_restore(IpFamily::V4).unwrap().len();
+                let t = std::time::Instant::now();
+                assert!(p.sync_view(&c2, Some(&BTreeSet::new())).ok());
+                quiet.push(t.elapsed().as_secs_f64());
+
+                // The same full text through iptables-restore alone, into
+                // tables emptied the same way.
+                wipe();
+                let path =
+                    std::env::temp_dir().join(format!("kp-scale-{}.txt", std::process::id()));
+                std::fs::write(&path, &text).unwrap();
+                let t = std::time::Instant::now();
+                sh(&format!(
+                    "iptables-restore --noflush -w < {}",
+                    path.display()
+                ));
+                alone.push(t.elapsed().as_secs_f64());
+                let _ = std::fs::remove_file(&path);
+            }
+            println!(
+                "services={n} endpoints={} restore_input={size} bytes, {rules} rules | full sync {:.3}s vs iptables-restore alone {:.3}s | one-endpoint partial sync {:.3}s ({partial_size} bytes) | no-change sync {:.3}s | medians of {RUNS}",
+                n * 10,
+                median(full),
+                median(alone),
+                median(partial),
+                median(quiet),
+            );
+        }
     }
 }

@@ -30,7 +30,7 @@ use crate::kernel::iptables::{Iptables, jump_target};
 use crate::sync::{Proxier, SyncOutcome};
 
 use planner::{ClusterView, KUBE_PROXY_CANARY, NodeContext, Plan};
-use ruleset::{Chain, RestorePlan, SavedTable, is_service_chain};
+use ruleset::{RestorePlan, SavedTable, is_service_chain};
 
 /// Supplies the node's local addresses (for `--nodeport-addresses`).
 pub type AddressSource = Box<dyn FnMut() -> Result<Vec<IpAddr>, KernelError> + Send>;
@@ -45,11 +45,23 @@ pub struct IptablesProxier<I: Iptables> {
     /// Families whose next sync must be full (a restore failed, or never synced).
     needs_full: BTreeSet<IpFamily>,
     last_restore: BTreeMap<IpFamily, String>,
+    /// Per-Service chains in the kernel after the last successful restore.
+    written: BTreeMap<IpFamily, BTreeSet<String>>,
+}
+
+/// How much a sync looks at and writes.
+#[derive(Clone, Copy)]
+enum Sync<'a> {
+    Full,
+    Partial(&'a BTreeSet<ServiceName>),
+    Diff,
 }
 
 /// The restore one family needs, and what it amounts to.
 struct Prepared {
     text: String,
+    /// The per-Service chains in the kernel once this is applied.
+    chains: BTreeSet<String>,
     full: bool,
     written: usize,
     deleted: usize,
@@ -68,6 +80,7 @@ impl<I: Iptables> IptablesProxier<I> {
             addresses: None,
             conntrack_tcp_liberal: false,
             last_restore: BTreeMap::new(),
+            written: BTreeMap::new(),
         }
     }
 
@@ -121,67 +134,100 @@ impl<I: Iptables> IptablesProxier<I> {
     }
 
     fn snapshot(&mut self, family: IpFamily) -> Result<[SavedTable; 3], KernelError> {
-        let mut out: [SavedTable; 3] = Default::default();
-        for (i, table) in ["nat", "filter", "mangle"].iter().enumerate() {
-            let text = self.ipt.save(family, table)?;
-            out[i] = SavedTable::parse(&text, table);
-        }
-        Ok(out)
+        let text = self.ipt.save(family)?;
+        Ok(["nat", "filter", "mangle"].map(|t| SavedTable::parse(&text, t)))
     }
 
+    /// Decide what to write for `family`.
+    ///
+    /// A full sync reads the kernel (one `iptables-save`): every owned chain is
+    /// written, chains that differed are counted as repaired drift, stale
+    /// per-Service chains are deleted and missing jumps inserted. A partial
+    /// sync does not dump the ruleset (with tens of thousands of rules that
+    /// costs seconds under nft): it checks the canary, writes the top-level
+    /// chains and the changed Services' chains, and deletes the chains it
+    /// wrote before that the plan no longer has. `Sync::Diff` (dry run)
+    /// reads the kernel and writes only what differs.
     fn prepare(
         &mut self,
         plan: &Plan,
         family: IpFamily,
-        changed: Option<&BTreeSet<ServiceName>>,
+        mode: Sync<'_>,
     ) -> Result<Prepared, KernelError> {
-        let [nat, filter, mangle] = self.snapshot(family)?;
-        let canary_gone = !mangle.has(KUBE_PROXY_CANARY);
-        if canary_gone && !self.needs_full.contains(&family) {
-            tracing::info!(%family, "canary chain {KUBE_PROXY_CANARY} is gone: tables were flushed, syncing in full");
-        }
-        let full = changed.is_none() || self.needs_full.contains(&family) || canary_gone;
         let rs = &plan.ruleset;
-
-        let mut write: BTreeSet<&ServiceName> = BTreeSet::new();
-        let mut drifted = 0;
-        if !full {
-            write.extend(changed.into_iter().flatten());
-            for c in &rs.nat.chains {
-                if let Some(owner) = &c.owner
-                    && !write.contains(owner)
-                    && !nat.matches(&c.name, &c.rules)
-                {
-                    tracing::info!(%family, chain = %c.name, service = %owner, "chain differs from the plan: rewriting the Service's chains");
-                    drifted += 1;
-                    write.insert(owner);
-                }
-            }
-        }
-        let wanted = |c: &&Chain| match &c.owner {
-            None => true,
-            Some(o) => full || write.contains(o),
-        };
-        let mut rp = RestorePlan {
-            filter: rs.filter.chains.iter().collect(),
-            nat: rs.nat.chains.iter().filter(wanted).collect(),
-            ..Default::default()
-        };
-        for j in &rs.jumps {
-            let saved = if j.table == "nat" { &nat } else { &filter };
-            if !saved.contains_rule(j.from, &j.rule) {
-                rp.jumps.push(j);
+        let mut mode = mode;
+        if let Sync::Partial(_) = mode {
+            if self.needs_full.contains(&family) {
+                mode = Sync::Full;
+            } else if !self.ipt.chain_exists(family, "mangle", KUBE_PROXY_CANARY) {
+                tracing::info!(%family, "canary chain {KUBE_PROXY_CANARY} is gone: the tables were flushed; syncing in full");
+                mode = Sync::Full;
             }
         }
         let planned: BTreeSet<&str> = rs.nat.chains.iter().map(|c| c.name.as_str()).collect();
-        rp.delete_nat = nat
-            .chains
-            .keys()
-            .filter(|c| is_service_chain(c) && !planned.contains(c.as_str()))
-            .cloned()
-            .collect();
-        if canary_gone {
-            rp.mangle_create.push(KUBE_PROXY_CANARY.to_string());
+        let mut rp = RestorePlan {
+            filter: rs.filter.chains.iter().collect(),
+            ..Default::default()
+        };
+        let mut drifted = 0;
+        let full = matches!(mode, Sync::Full);
+        match mode {
+            Sync::Partial(changed) => {
+                rp.nat = rs
+                    .nat
+                    .chains
+                    .iter()
+                    .filter(|c| c.owner.as_ref().is_none_or(|o| changed.contains(o)))
+                    .collect();
+                rp.delete_nat = self
+                    .written
+                    .get(&family)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| !planned.contains(c.as_str()))
+                    .cloned()
+                    .collect();
+            }
+            Sync::Full | Sync::Diff => {
+                let [nat, filter, mangle] = self.snapshot(family)?;
+                let mut differs: BTreeSet<&ServiceName> = BTreeSet::new();
+                for c in &rs.nat.chains {
+                    if let Some(owner) = &c.owner
+                        && !nat.matches(&c.name, &c.rules)
+                    {
+                        if nat.has(&c.name) || !full {
+                            tracing::info!(%family, chain = %c.name, service = %owner, "chain differs from the plan");
+                        }
+                        // A chain that is simply missing after a restart is
+                        // not drift worth reporting; one that was edited is.
+                        if nat.has(&c.name) {
+                            drifted += 1;
+                        }
+                        differs.insert(owner);
+                    }
+                }
+                rp.nat = rs
+                    .nat
+                    .chains
+                    .iter()
+                    .filter(|c| full || c.owner.as_ref().is_none_or(|o| differs.contains(o)))
+                    .collect();
+                for j in &rs.jumps {
+                    let saved = if j.table == "nat" { &nat } else { &filter };
+                    if !saved.contains_rule(j.from, &j.rule) {
+                        rp.jumps.push(j);
+                    }
+                }
+                rp.delete_nat = nat
+                    .chains
+                    .keys()
+                    .filter(|c| is_service_chain(c) && !planned.contains(c.as_str()))
+                    .cloned()
+                    .collect();
+                if !mangle.has(KUBE_PROXY_CANARY) {
+                    rp.mangle_create.push(KUBE_PROXY_CANARY.to_string());
+                }
+            }
         }
         Ok(Prepared {
             text: rp.render(),
@@ -190,6 +236,11 @@ impl<I: Iptables> IptablesProxier<I> {
             deleted: rp.delete_nat.len(),
             jumps: rp.jumps.len(),
             drifted,
+            chains: planned
+                .iter()
+                .filter(|c| is_service_chain(c))
+                .map(|c| c.to_string())
+                .collect(),
         })
     }
 
@@ -216,7 +267,11 @@ impl<I: Iptables> IptablesProxier<I> {
                 }
             }
             outcome.no_local_endpoints += plan.no_local_endpoints;
-            let prepared = match self.prepare(&plan, family, changed) {
+            let mode = match changed {
+                Some(c) => Sync::Partial(c),
+                None => Sync::Full,
+            };
+            let prepared = match self.prepare(&plan, family, mode) {
                 Ok(p) => p,
                 Err(e) => {
                     outcome.errors.push(format!(
@@ -232,6 +287,7 @@ impl<I: Iptables> IptablesProxier<I> {
             match result {
                 Ok(()) => {
                     self.needs_full.remove(&family);
+                    self.written.insert(family, prepared.chains);
                     *outcome.ops.entry("restore_rules").or_default() += 1;
                     *outcome.ops.entry("write_chains").or_default() += prepared.written as u64;
                     if prepared.deleted > 0 {
@@ -260,17 +316,11 @@ impl<I: Iptables> IptablesProxier<I> {
     /// (the partial sync with nothing changed: what differs from the kernel).
     pub fn dry_run_view(&mut self, state: &dyn ClusterView) -> anyhow::Result<Vec<String>> {
         let mut lines = Vec::new();
-        let none = BTreeSet::new();
         for family in self.families.clone() {
             let (plan, _) = self.plan_family(state, family);
             // As a partial sync with nothing changed: what differs from the
             // live kernel (everything, when nothing is programmed yet).
-            let was_full = self.needs_full.remove(&family);
-            let prepared = self.prepare(&plan, family, Some(&none));
-            if was_full {
-                self.needs_full.insert(family);
-            }
-            let prepared = prepared?;
+            let prepared = self.prepare(&plan, family, Sync::Diff)?;
             lines.push(format!("# {family}: iptables-restore --noflush input"));
             lines.extend(prepared.text.lines().map(str::to_string));
             self.last_restore.insert(family, prepared.text);
@@ -332,14 +382,15 @@ pub fn cleanup_iptables_leftovers(
 ) -> Vec<String> {
     let mut errors = Vec::new();
     for &family in families {
+        let dump = match ipt.save(family) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("{family} cleanup: {e}"));
+                continue;
+            }
+        };
         for table in ["nat", "filter", "mangle"] {
-            let saved = match ipt.save(family, table) {
-                Ok(s) => SavedTable::parse(&s, table),
-                Err(e) => {
-                    errors.push(format!("{family} cleanup: {e}"));
-                    continue;
-                }
-            };
+            let saved = SavedTable::parse(&dump, table);
             let owned_top: &[&str] = match table {
                 "nat" => OWNED_NAT,
                 "filter" => OWNED_FILTER,

@@ -537,7 +537,7 @@ fn failed_restore_is_reported_and_forces_a_full_sync() {
 }
 
 #[test]
-fn drift_is_repaired_on_a_partial_sync() {
+fn drift_is_repaired_and_reported_by_the_periodic_sync() {
     let c = three_services();
     let mut p = proxier(vec![IpFamily::V4]);
     assert!(p.sync_view(&c, None).ok());
@@ -546,8 +546,7 @@ fn drift_is_repaired_on_a_partial_sync() {
         .chain(IpFamily::V4, "nat", &svc_chain_of("a"))
         .unwrap()
         .clone();
-    // An operator deletes a's chain rules and b's chain entirely... well,
-    // b's cannot go while referenced: empty it instead.
+    // An operator edits a's chain and empties b's.
     p.iptables_mut().set_chain(
         IpFamily::V4,
         "nat",
@@ -556,20 +555,57 @@ fn drift_is_repaired_on_a_partial_sync() {
     );
     p.iptables_mut()
         .set_chain(IpFamily::V4, "nat", &svc_chain_of("b"), vec![]);
-    let out = p.sync_view(&c, Some(&BTreeSet::new()));
+    // The dry run shows exactly those two Services' chains.
+    let lines = p.dry_run_view(&c).unwrap();
+    let shown: BTreeSet<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(":KUBE-SVC-"))
+        .map(|l| format!("KUBE-SVC-{}", l.split(' ').next().unwrap()))
+        .collect();
+    assert_eq!(
+        shown,
+        BTreeSet::from([svc_chain_of("a"), svc_chain_of("b")])
+    );
+    // The periodic (full) sync repairs and reports them.
+    let out = p.sync_view(&c, None);
     assert!(out.ok());
     assert_eq!(out.ops.get("repair_chains"), Some(&2));
-    let text = p.last_restore(IpFamily::V4).unwrap();
-    assert!(
-        !declared_chains(text).contains(&svc_chain_of("c")),
-        "c is intact"
-    );
     assert_eq!(
         p.iptables()
             .chain(IpFamily::V4, "nat", &svc_chain_of("a"))
             .unwrap(),
         &want_a
     );
+    assert_eq!(
+        p.iptables()
+            .chain(IpFamily::V4, "nat", &svc_chain_of("b"))
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn partial_sync_reads_no_dump_and_deletes_what_it_wrote_before() {
+    let mut c = three_services();
+    let mut p = proxier(vec![IpFamily::V4]);
+    assert!(p.sync_view(&c, None).ok());
+    // Dumps fail from now on: a partial sync must not need one.
+    p.iptables_mut().fail_saves = true;
+    c.services.remove(&ServiceName::new("default", "c"));
+    let changed = BTreeSet::from([ServiceName::new("default", "c")]);
+    let out = p.sync_view(&c, Some(&changed));
+    assert!(out.ok(), "{:?}", out.errors);
+    assert_eq!(out.ops.get("delete_chains"), Some(&2), "c's SVC and SEP");
+    assert!(
+        p.iptables()
+            .chain(IpFamily::V4, "nat", &svc_chain_of("c"))
+            .is_none()
+    );
+    // A full sync cannot go without its dump: reported, retried in full.
+    let out = p.sync_view(&c, None);
+    assert!(!out.ok());
+    assert!(out.errors[0].contains("snapshot"), "{:?}", out.errors);
 }
 
 #[test]

@@ -38,8 +38,13 @@ impl Backend {
 
 /// The iptables kernel boundary.
 pub trait Iptables: Send {
-    /// `iptables-save -t table` (or ip6tables-save) output.
-    fn save(&mut self, family: IpFamily, table: &str) -> Result<String, KernelError>;
+    /// `iptables-save` (or ip6tables-save) output for every table. One dump
+    /// rather than one per table: the nft backend reads the whole ruleset
+    /// for any dump, so per-table calls would pay that cost each time.
+    fn save(&mut self, family: IpFamily) -> Result<String, KernelError>;
+    /// Whether `chain` exists in `table` (cheap: no dump of the ruleset).
+    /// Any failure counts as "no", which only makes the caller do more.
+    fn chain_exists(&mut self, family: IpFamily, table: &str, chain: &str) -> bool;
     /// Feed `input` to `iptables-restore --noflush -w` (or ip6tables-restore).
     fn restore(&mut self, family: IpFamily, input: &str) -> Result<(), KernelError>;
 }
@@ -149,11 +154,10 @@ fn rule_lines(save: &str) -> usize {
 }
 
 impl Iptables for IptablesCmd {
-    fn save(&mut self, family: IpFamily, table: &str) -> Result<String, KernelError> {
+    fn save(&mut self, family: IpFamily) -> Result<String, KernelError> {
         let prog = self.program(family, "-save");
-        let op = format!("{prog} -t {table}");
+        let op = prog.clone();
         let out = Command::new(&prog)
-            .args(["-t", table])
             .output()
             .map_err(|e| KernelError::new(&op, e.to_string()))?;
         if !out.status.success() {
@@ -163,6 +167,15 @@ impl Iptables for IptablesCmd {
             ));
         }
         String::from_utf8(out.stdout).map_err(|e| KernelError::new(op, e.to_string()))
+    }
+
+    fn chain_exists(&mut self, family: IpFamily, table: &str, chain: &str) -> bool {
+        Command::new(self.program(family, ""))
+            .args(["-w", "-t", table, "-S", chain])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     fn restore(&mut self, family: IpFamily, input: &str) -> Result<(), KernelError> {
@@ -292,6 +305,26 @@ impl IptablesTwin {
         self.table_mut(family, table)
             .chains
             .insert(chain.to_string(), rules);
+    }
+
+    /// One table in iptables-save's layout.
+    fn save_table(&self, family: IpFamily, table: &str) -> String {
+        let t = &self.tables[&(family, table.to_string())];
+        let mut out = format!("*{table}\n");
+        let builtin: Vec<&String> = t.chains.keys().filter(|c| is_builtin(table, c)).collect();
+        for c in &builtin {
+            out.push_str(&format!(":{c} ACCEPT [0:0]\n"));
+        }
+        for c in t.chains.keys().filter(|c| !is_builtin(table, c)) {
+            out.push_str(&format!(":{c} - [0:0]\n"));
+        }
+        for (c, rules) in &t.chains {
+            for r in rules {
+                out.push_str(&format!("-A {c} {r}\n"));
+            }
+        }
+        out.push_str("COMMIT\n");
+        out
     }
 
     pub fn last_restore(&self, family: IpFamily) -> Option<&str> {
@@ -455,29 +488,24 @@ fn join_args(words: &[String]) -> String {
 }
 
 impl Iptables for IptablesTwin {
-    fn save(&mut self, family: IpFamily, table: &str) -> Result<String, KernelError> {
+    fn save(&mut self, family: IpFamily) -> Result<String, KernelError> {
         if self.fail_saves {
             return Err(KernelError::new(
-                format!("{}-save -t {table}", family_prefix(family)),
+                format!("{}-save", family_prefix(family)),
                 "twin told to fail",
             ));
         }
-        let t = self.table_mut(family, table).clone();
-        let mut out = format!("*{table}\n");
-        let builtin: Vec<&String> = t.chains.keys().filter(|c| is_builtin(table, c)).collect();
-        for c in &builtin {
-            out.push_str(&format!(":{c} ACCEPT [0:0]\n"));
-        }
-        for c in t.chains.keys().filter(|c| !is_builtin(table, c)) {
-            out.push_str(&format!(":{c} - [0:0]\n"));
-        }
-        for (c, rules) in &t.chains {
-            for r in rules {
-                out.push_str(&format!("-A {c} {r}\n"));
-            }
-        }
-        out.push_str("COMMIT\n");
-        Ok(out)
+        let tables: Vec<String> = self
+            .tables
+            .keys()
+            .filter(|(f, _)| *f == family)
+            .map(|(_, t)| t.clone())
+            .collect();
+        Ok(tables.iter().map(|t| self.save_table(family, t)).collect())
+    }
+
+    fn chain_exists(&mut self, family: IpFamily, table: &str, chain: &str) -> bool {
+        self.chain(family, table, chain).is_some()
     }
 
     fn restore(&mut self, family: IpFamily, input: &str) -> Result<(), KernelError> {
@@ -542,11 +570,11 @@ mod tests {
             "*filter\n:KUBE-X - [0:0]\n-A KUBE-X -j DROP\n-A INPUT -j KUBE-X\nCOMMIT\n",
         )
         .unwrap();
-        let saved = t.save(IpFamily::V6, "filter").unwrap();
+        let saved = t.save(IpFamily::V6).unwrap();
         assert!(saved.contains(":KUBE-X - [0:0]\n"), "{saved}");
         assert!(saved.contains("-A INPUT -j KUBE-X\n"), "{saved}");
         assert!(
-            t.save(IpFamily::V4, "filter")
+            t.save(IpFamily::V4)
                 .unwrap()
                 .lines()
                 .all(|l| !l.contains("KUBE-X"))
