@@ -32,6 +32,9 @@ use crate::sync::{Proxier, SyncOutcome};
 use planner::{ClusterView, KUBE_PROXY_CANARY, NodeContext, Plan};
 use ruleset::{RestorePlan, SavedTable, is_service_chain};
 
+/// Tables holding the canary chain, as upstream's monitor watches them.
+const CANARY_TABLES: &[&str] = &["mangle", "nat", "filter"];
+
 /// Supplies the node's local addresses (for `--nodeport-addresses`).
 pub type AddressSource = Box<dyn FnMut() -> Result<Vec<IpAddr>, KernelError> + Send>;
 
@@ -159,8 +162,11 @@ impl<I: Iptables> IptablesProxier<I> {
         if let Sync::Partial(_) = mode {
             if self.needs_full.contains(&family) {
                 mode = Sync::Full;
-            } else if !self.ipt.chain_exists(family, "mangle", KUBE_PROXY_CANARY) {
-                tracing::info!(%family, "canary chain {KUBE_PROXY_CANARY} is gone: the tables were flushed; syncing in full");
+            } else if let Some(table) = CANARY_TABLES
+                .iter()
+                .find(|t| !self.ipt.chain_exists(family, t, KUBE_PROXY_CANARY))
+            {
+                tracing::info!(%family, table, "canary chain {KUBE_PROXY_CANARY} is gone: the table was flushed; syncing in full");
                 mode = Sync::Full;
             }
         }
@@ -224,8 +230,10 @@ impl<I: Iptables> IptablesProxier<I> {
                     .filter(|c| is_service_chain(c) && !planned.contains(c.as_str()))
                     .cloned()
                     .collect();
-                if !mangle.has(KUBE_PROXY_CANARY) {
-                    rp.mangle_create.push(KUBE_PROXY_CANARY.to_string());
+                for (table, saved) in [("mangle", &mangle), ("nat", &nat), ("filter", &filter)] {
+                    if !saved.has(KUBE_PROXY_CANARY) {
+                        rp.canary.push(table);
+                    }
                 }
             }
         }

@@ -35,7 +35,7 @@ pub const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
 pub const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
 pub const KUBE_FORWARD: &str = "KUBE-FORWARD";
 pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
-pub const KUBE_PROXY_CANARY: &str = "KUBE-PROXY-CANARY";
+pub const KUBE_PROXY_CANARY: &str = super::ruleset::CANARY;
 
 /// The nat chains written on every sync.
 pub const NAT_TOP_CHAINS: &[&str] = &[

@@ -59,6 +59,10 @@ pub struct Ruleset {
     pub jumps: Vec<Jump>,
 }
 
+/// An empty chain whose disappearance tells that a table was flushed
+/// between syncs (upstream's name, in mangle, nat and filter).
+pub const CANARY: &str = "KUBE-PROXY-CANARY";
+
 /// Prefixes of the per-Service-port chains (upstream's, so that chains left
 /// by kube-proxy are recognised and cleaned up too).
 pub const SERVICE_CHAIN_PREFIXES: &[&str] = &[
@@ -84,8 +88,8 @@ pub struct RestorePlan<'a> {
     /// Stale chains to flush and delete, per table.
     pub delete_nat: Vec<String>,
     pub delete_filter: Vec<String>,
-    /// Chains to create empty in mangle (the canary).
-    pub mangle_create: Vec<String>,
+    /// Tables (mangle, nat, filter) that need the empty canary chain.
+    pub canary: Vec<&'static str>,
 }
 
 impl RestorePlan<'_> {
@@ -95,29 +99,29 @@ impl RestorePlan<'_> {
             && self.jumps.is_empty()
             && self.delete_nat.is_empty()
             && self.delete_filter.is_empty()
-            && self.mangle_create.is_empty()
+            && self.canary.is_empty()
     }
 
     /// `iptables-restore --noflush` input: per table, the chain lines (which
     /// create or flush), the missing jumps, the rules, then the deletions.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if !self.mangle_create.is_empty() {
-            out.push_str("*mangle\n");
-            for c in &self.mangle_create {
-                let _ = writeln!(out, ":{c} - [0:0]");
-            }
-            out.push_str("COMMIT\n");
+        if self.canary.contains(&"mangle") {
+            let _ = writeln!(out, "*mangle\n:{CANARY} - [0:0]\nCOMMIT");
         }
         for (table, chains, deletes) in [
             ("filter", &self.filter, &self.delete_filter),
             ("nat", &self.nat, &self.delete_nat),
         ] {
             let jumps: Vec<&&Jump> = self.jumps.iter().filter(|j| j.table == table).collect();
-            if chains.is_empty() && deletes.is_empty() && jumps.is_empty() {
+            let canary = self.canary.contains(&table);
+            if chains.is_empty() && deletes.is_empty() && jumps.is_empty() && !canary {
                 continue;
             }
             let _ = writeln!(out, "*{table}");
+            if canary {
+                let _ = writeln!(out, ":{CANARY} - [0:0]");
+            }
             for c in chains.iter() {
                 let _ = writeln!(out, ":{} - [0:0]", c.name);
             }
@@ -382,12 +386,12 @@ mod tests {
             nat: vec![&a],
             jumps: vec![&j],
             delete_nat: vec!["KUBE-SEP-OLD".into()],
-            mangle_create: vec!["KUBE-PROXY-CANARY".into()],
+            canary: vec!["mangle", "nat"],
             ..Default::default()
         };
         assert_eq!(
             plan.render(),
-            "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SEP-OLD - [0:0]\n-I PREROUTING 1 -j KUBE-SERVICES\n-A KUBE-SERVICES -j KUBE-SVC-X\n-X KUBE-SEP-OLD\nCOMMIT\n"
+            "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n*nat\n:KUBE-PROXY-CANARY - [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SEP-OLD - [0:0]\n-I PREROUTING 1 -j KUBE-SERVICES\n-A KUBE-SERVICES -j KUBE-SVC-X\n-X KUBE-SEP-OLD\nCOMMIT\n"
         );
     }
 }

@@ -763,3 +763,26 @@ fn headless_and_other_family_services_are_skipped() {
     assert!(plan.services.is_empty());
     assert_eq!(plan.ruleset.nat.chains.len(), 4, "top-level chains only");
 }
+
+#[test]
+fn a_flush_of_the_nat_table_alone_is_noticed() {
+    let c = three_services();
+    let mut p = proxier(vec![IpFamily::V4]);
+    assert!(p.sync_view(&c, None).ok());
+    // iptables -t nat -F; iptables -t nat -X: mangle and filter untouched.
+    let nat = p
+        .iptables_mut()
+        .tables
+        .get_mut(&(IpFamily::V4, "nat".to_string()))
+        .unwrap();
+    nat.chains.retain(|c, _| !c.starts_with("KUBE-"));
+    nat.chains.values_mut().for_each(Vec::clear);
+    let out = p.sync_view(&c, Some(&BTreeSet::new()));
+    assert!(out.ok(), "{:?}", out.errors);
+    let chains = declared_chains(p.last_restore(IpFamily::V4).unwrap());
+    assert!(
+        chains.contains(&svc_chain_of("a")),
+        "full sync after the flush"
+    );
+    assert_eq!(out.ops.get("insert_jumps"), Some(&3), "the three nat jumps");
+}

@@ -133,6 +133,16 @@ impl IptablesCmd {
         format!("{}{}{}", family_prefix(family), self.backend.suffix(), tool)
     }
 
+    /// The families to program: IPv4, plus IPv6 when the kernel has it and
+    /// ip6tables is installed.
+    pub fn families(&self) -> Vec<IpFamily> {
+        let mut v = vec![IpFamily::V4];
+        if std::path::Path::new("/proc/net/if_inet6").exists() && self.available(IpFamily::V6) {
+            v.push(IpFamily::V6);
+        }
+        v
+    }
+
     /// Whether the `-restore` program for `family` can be run at all.
     pub fn available(&self, family: IpFamily) -> bool {
         Command::new(self.program(family, "-restore"))
