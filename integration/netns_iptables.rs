@@ -692,14 +692,17 @@ mod inner {
             .split(',')
             .map(|n| n.trim().parse().expect("KPROXY_SCALE: numbers"))
             .collect();
-        const RUNS: usize = 3;
-        let wipe = || {
-            let errors = cleanup_iptables_leftovers(
-                &mut IptablesCmd::detect(),
-                &[IpFamily::V4],
-                Leftovers::All,
-            );
-            assert!(errors.is_empty(), "{errors:?}");
+        let runs: usize = std::env::var("KPROXY_SCALE_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        // Each run starts from empty tables in a namespace of its own, made
+        // for this thread (its commands inherit it); the test's own
+        // namespace is already a fresh one, so nothing else is affected.
+        let fresh = || {
+            // SAFETY: unshare only changes this thread's network namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
         };
         for n in counts {
             let mut c = StaticCluster::default();
@@ -718,12 +721,13 @@ mod inner {
             }
             let (mut full, mut partial, mut quiet, mut alone) = (vec![], vec![], vec![], vec![]);
             let (mut size, mut rules, mut partial_size) = (0, 0, 0);
-            for _ in 0..RUNS {
-                wipe();
+            for _ in 0..runs {
+                fresh();
                 let mut p = proxier(vec![IpFamily::V4]);
                 let t = std::time::Instant::now();
                 let out = p.sync_view(&c, None);
                 full.push(t.elapsed().as_secs_f64());
+                eprintln!("services={n}: full sync {:.3}s", full.last().unwrap());
                 assert!(out.ok(), "{:?}", out.errors);
                 let text = p.last_restore(IpFamily::V4).unwrap().to_string();
                 size = text.len();
@@ -744,8 +748,8 @@ mod inner {
                 quiet.push(t.elapsed().as_secs_f64());
 
                 // The same full text through iptables-restore alone, into
-                // tables emptied the same way.
-                wipe();
+                // empty tables.
+                fresh();
                 let path =
                     std::env::temp_dir().join(format!("kp-scale-{}.txt", std::process::id()));
                 std::fs::write(&path, &text).unwrap();
@@ -758,7 +762,7 @@ mod inner {
                 let _ = std::fs::remove_file(&path);
             }
             println!(
-                "services={n} endpoints={} restore_input={size} bytes, {rules} rules | full sync {:.3}s vs iptables-restore alone {:.3}s | one-endpoint partial sync {:.3}s ({partial_size} bytes) | no-change sync {:.3}s | medians of {RUNS}",
+                "services={n} endpoints={} restore_input={size} bytes, {rules} rules | full sync {:.3}s vs iptables-restore alone {:.3}s | one-endpoint partial sync {:.3}s ({partial_size} bytes) | no-change sync {:.3}s | medians of {runs}",
                 n * 10,
                 median(full),
                 median(alone),

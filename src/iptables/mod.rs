@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use crate::cluster::{ClusterState, IpFamily, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
-use crate::kernel::iptables::{Iptables, jump_target};
+use crate::kernel::iptables::{Iptables, IptablesCmd, jump_target};
 use crate::sync::{Proxier, SyncOutcome};
 
 use planner::{ClusterView, KUBE_PROXY_CANARY, NodeContext, Plan};
@@ -334,6 +334,22 @@ impl<I: Iptables> IptablesProxier<I> {
             self.last_restore.insert(family, prepared.text);
         }
         Ok(lines)
+    }
+}
+
+impl IptablesProxier<IptablesCmd> {
+    /// The proxier for this node: the iptables backend the node already
+    /// uses, IPv4 plus IPv6 when the kernel and ip6tables have it, and the
+    /// conntrack sysctl that decides whether INVALID packets need dropping.
+    /// Local addresses (for `--nodeport-addresses`) still come from
+    /// `with_addresses`, or else from the Node object.
+    pub fn for_node(config: Config) -> Self {
+        let ipt = IptablesCmd::detect();
+        let families = ipt.families();
+        let liberal =
+            std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
+                .is_ok_and(|v| v.trim() != "0");
+        IptablesProxier::new(ipt, config, families).with_conntrack_tcp_liberal(liberal)
     }
 }
 

@@ -237,6 +237,21 @@ pub struct TwinTable {
     pub chains: BTreeMap<String, Vec<String>>,
 }
 
+impl TwinTable {
+    /// A table as the kernel creates it: its built-in chains, empty.
+    fn with_builtins(table: &str) -> Self {
+        let mut t = TwinTable::default();
+        for (name, chains) in BUILTIN {
+            if *name == table {
+                for c in *chains {
+                    t.chains.insert(c.to_string(), Vec::new());
+                }
+            }
+        }
+        t
+    }
+}
+
 const BUILTIN: &[(&str, &[&str])] = &[
     ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
     ("filter", &["INPUT", "FORWARD", "OUTPUT"]),
@@ -285,17 +300,7 @@ impl IptablesTwin {
     fn table_mut(&mut self, family: IpFamily, table: &str) -> &mut TwinTable {
         self.tables
             .entry((family, table.to_string()))
-            .or_insert_with(|| {
-                let mut t = TwinTable::default();
-                for (name, chains) in BUILTIN {
-                    if *name == table {
-                        for c in *chains {
-                            t.chains.insert(c.to_string(), Vec::new());
-                        }
-                    }
-                }
-                t
-            })
+            .or_insert_with(|| TwinTable::with_builtins(table))
     }
 
     /// The rules of one chain, as `-A` arguments (without `-A CHAIN`).
@@ -365,18 +370,9 @@ impl IptablesTwin {
                 table = None;
                 continue;
             }
-            let t = {
-                let key = (family, tname.clone());
-                if !staged.contains_key(&key) {
-                    let mut twin = IptablesTwin {
-                        tables: std::mem::take(&mut staged),
-                        ..Default::default()
-                    };
-                    twin.table_mut(family, &tname);
-                    staged = twin.tables;
-                }
-                staged.get_mut(&key).expect("table just created")
-            };
+            let t = staged
+                .entry((family, tname.clone()))
+                .or_insert_with(|| TwinTable::with_builtins(&tname));
             if let Some(rest) = line.strip_prefix(':') {
                 let name = rest.split_whitespace().next().unwrap_or_default();
                 if is_builtin(&tname, name) {
