@@ -104,7 +104,7 @@ mod inner {
     use kproxy::config::Config;
     use kproxy::iptables::planner::StaticCluster;
     use kproxy::iptables::{IptablesProxier, Leftovers, cleanup_iptables_leftovers};
-    use kproxy::kernel::iptables::IptablesCmd;
+    use kproxy::kernel::iptables::{Backend, IptablesCmd};
 
     fn sh(cmd: &str) -> String {
         let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
@@ -692,6 +692,17 @@ mod inner {
             .split(',')
             .map(|n| n.trim().parse().expect("KPROXY_SCALE: numbers"))
             .collect();
+        // KPROXY_SCALE_BACKEND=legacy|nft (default: as detected).
+        let backend = match std::env::var("KPROXY_SCALE_BACKEND").as_deref() {
+            Ok("legacy") => Backend::Legacy,
+            Ok("nft") => Backend::Nft,
+            _ => IptablesCmd::detect().backend,
+        };
+        let restore = match backend {
+            Backend::Legacy => "iptables-legacy-restore",
+            Backend::Nft => "iptables-nft-restore",
+            Backend::Default => "iptables-restore",
+        };
         let runs: usize = std::env::var("KPROXY_SCALE_RUNS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -723,7 +734,8 @@ mod inner {
             let (mut size, mut rules, mut partial_size) = (0, 0, 0);
             for _ in 0..runs {
                 fresh();
-                let mut p = proxier(vec![IpFamily::V4]);
+                let mut p =
+                    IptablesProxier::new(IptablesCmd::new(backend), config(), vec![IpFamily::V4]);
                 let t = std::time::Instant::now();
                 let out = p.sync_view(&c, None);
                 full.push(t.elapsed().as_secs_f64());
@@ -754,15 +766,12 @@ mod inner {
                     std::env::temp_dir().join(format!("kp-scale-{}.txt", std::process::id()));
                 std::fs::write(&path, &text).unwrap();
                 let t = std::time::Instant::now();
-                sh(&format!(
-                    "iptables-restore --noflush -w < {}",
-                    path.display()
-                ));
+                sh(&format!("{restore} --noflush -w < {}", path.display()));
                 alone.push(t.elapsed().as_secs_f64());
                 let _ = std::fs::remove_file(&path);
             }
             println!(
-                "services={n} endpoints={} restore_input={size} bytes, {rules} rules | full sync {:.3}s vs iptables-restore alone {:.3}s | one-endpoint partial sync {:.3}s ({partial_size} bytes) | no-change sync {:.3}s | medians of {runs}",
+                "{backend:?}: services={n} endpoints={} restore_input={size} bytes, {rules} rules | full sync {:.3}s vs iptables-restore alone {:.3}s | one-endpoint partial sync {:.3}s ({partial_size} bytes) | no-change sync {:.3}s | medians of {runs}",
                 n * 10,
                 median(full),
                 median(alone),

@@ -84,7 +84,8 @@ impl ClusterView for ClusterState {
 #[derive(Clone, Debug, Default)]
 pub struct StaticCluster {
     pub services: std::collections::BTreeMap<ServiceName, Service>,
-    pub slices: Vec<EndpointSlice>,
+    /// Slices by the Service they belong to.
+    pub slices: std::collections::BTreeMap<ServiceName, Vec<EndpointSlice>>,
     pub node: Option<Node>,
 }
 
@@ -94,11 +95,11 @@ impl StaticCluster {
         self
     }
 
-    /// Replace the slices of `slice`'s Service that have its name, or add it.
+    /// Replace the Service's slice of the same name, or add it.
     pub fn put_slice(&mut self, slice: EndpointSlice) -> &mut Self {
-        self.slices
-            .retain(|s| !(s.namespace == slice.namespace && s.name == slice.name));
-        self.slices.push(slice);
+        let v = self.slices.entry(slice.service_name()).or_default();
+        v.retain(|s| s.name != slice.name);
+        v.push(slice);
         self
     }
 }
@@ -109,10 +110,7 @@ impl ClusterView for StaticCluster {
     }
 
     fn slices_for(&self, name: &ServiceName) -> Vec<&EndpointSlice> {
-        self.slices
-            .iter()
-            .filter(|s| s.service_name() == *name)
-            .collect()
+        self.slices.get(name).into_iter().flatten().collect()
     }
 
     fn node(&self) -> Option<&Node> {
