@@ -63,6 +63,7 @@ netns_tests!(
     partial_sync_rewrites_only_the_changed_service,
     flushed_nat_table_is_rebuilt,
     ipv6_rules_load_without_drift,
+    refused_restore_names_the_rule_and_changes_nothing,
 );
 
 /// Not a test: figures for the iptables mode at scale (restore size, full
@@ -676,6 +677,25 @@ mod inner {
             cleanup_iptables_leftovers(&mut IptablesCmd::detect(), &[IpFamily::V6], Leftovers::All);
         assert!(errors.is_empty(), "{errors:?}");
         assert!(!sh("ip6tables-save").contains("KUBE-"));
+    }
+
+    #[test]
+    #[ignore = "runs in a fresh network namespace through its outer test"]
+    fn refused_restore_names_the_rule_and_changes_nothing() {
+        use kproxy::kernel::iptables::Iptables;
+        let _w = World::new();
+        for backend in [Backend::Legacy, Backend::Nft] {
+            let mut ipt = IptablesCmd::new(backend);
+            let input = "*nat\n:KUBE-SVC-A - [0:0]\n-A KUBE-SVC-A -m comment --comment \"default/web:http\" -j KUBE-SEP-MISSING\nCOMMIT\n";
+            let e = ipt.restore(IpFamily::V4, input).unwrap_err();
+            assert!(
+                e.to_string().contains("KUBE-SEP-MISSING"),
+                "{backend:?}: {e}"
+            );
+            // The transaction is atomic: not even the chain was created.
+            let saved = ipt.save(IpFamily::V4).unwrap();
+            assert!(!saved.contains("KUBE-SVC-A"), "{backend:?}: {saved}");
+        }
     }
 
     fn median(mut v: Vec<f64>) -> f64 {

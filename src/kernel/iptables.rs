@@ -218,16 +218,22 @@ impl Iptables for IptablesCmd {
 /// iptables-restore names the failing line by number; quote it, so that the
 /// error says which rule (and so which Service) the kernel refused.
 fn explain_restore_error(stderr: &str, input: &str) -> String {
-    let line_no = stderr.find("line ").and_then(|idx| {
-        stderr[idx + 5..]
-            .split(|c: char| !c.is_ascii_digit())
+    // "line 3 failed" (older) or "Error occurred at line: 3".
+    let line_no = stderr.rfind("line").and_then(|idx| {
+        let rest = stderr[idx + 4..].trim_start_matches(|c: char| !c.is_ascii_digit());
+        rest.split(|c: char| !c.is_ascii_digit())
             .next()?
             .parse::<usize>()
             .ok()
     });
-    match line_no.and_then(|n: usize| input.lines().nth(n.checked_sub(1)?)) {
-        Some(line) => format!("{stderr} (input line: {line})"),
-        None => stderr.to_string(),
+    // nft reports the COMMIT line for errors found when committing; quoting
+    // it adds nothing.
+    match line_no
+        .and_then(|n: usize| input.lines().nth(n.checked_sub(1)?))
+        .filter(|l| *l != "COMMIT")
+    {
+        Some(line) => format!("{} (input line: {line})", stderr.replace('\n', " ")),
+        None => stderr.replace('\n', " "),
     }
 }
 
@@ -597,11 +603,19 @@ mod tests {
 
     #[test]
     fn restore_errors_quote_the_failing_line() {
-        let msg = explain_restore_error(
+        let input = "*nat\n:A - [0:0]\n-A A -j NOPE\nCOMMIT\n";
+        for stderr in [
             "iptables-restore: line 3 failed",
-            "*nat\n:A - [0:0]\n-A A -j NOPE\nCOMMIT\n",
+            "iptables-restore v1.8.9 (legacy): Couldn't load target `NOPE'\n\nError occurred at line: 3",
+        ] {
+            let msg = explain_restore_error(stderr, input);
+            assert!(msg.contains("(input line: -A A -j NOPE)"), "{msg}");
+        }
+        let msg = explain_restore_error(
+            "Chain 'NOPE' does not exist\nError occurred at line: 4",
+            input,
         );
-        assert!(msg.contains("-A A -j NOPE"), "{msg}");
+        assert!(!msg.contains("input line"), "{msg}");
     }
 
     #[test]
