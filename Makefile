@@ -5,7 +5,7 @@
 CARGO ?= cargo
 VM := scripts/vm
 # Host packages the host-side tests use (iptables mode inside `unshare -n`).
-HOST_PACKAGES := iptables ipset iproute2 conntrack jq util-linux
+HOST_PACKAGES := iptables ipset iproute2 conntrack jq util-linux curl python3
 
 .PHONY: all setup build test test-host test-vm demo bench fmt fmt-check clippy shellcheck
 
@@ -15,6 +15,9 @@ all: build
 setup:
 	@$(VM) setup
 	@$(VM) packages $(HOST_PACKAGES)
+	@# Test "pods" serve HTTP with busybox httpd; any busybox will do, so an
+	@# installed busybox-static is left alone.
+	@command -v busybox >/dev/null || $(VM) packages busybox
 
 ## build: debug build of kproxy
 build:

@@ -10,8 +10,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::cluster::convert::ConvertOptions;
 use crate::cluster::{ClusterState, SourceEvent};
 use crate::config::{Config, Flags, ProxyMode};
+use crate::iptables::{IptablesProxier, Leftovers, cleanup_iptables_leftovers};
 use crate::ipvs::IpvsProxier;
 use crate::kernel::KernelError;
+use crate::kernel::iptables::IptablesCmd;
 use crate::kernel::ipvs::Ipvs;
 use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::link::Links;
@@ -112,25 +114,27 @@ impl Proxier for Box<dyn Proxier> {
     }
 }
 
-/// Pick the mode: the one asked for, or IPVS with a fallback when the
-/// operator did not choose.
+/// Pick the mode: the one asked for, or IPVS with a fallback to iptables
+/// when the operator did not choose and the kernel has no IPVS. Starting a
+/// mode removes what the other mode left behind, so switching with the flag
+/// leaves one clean mode.
 pub fn build_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
-    match config.mode {
-        Some(ProxyMode::Iptables) => {
-            bail!("--proxy-mode iptables is not available in this build yet")
-        }
-        Some(ProxyMode::Ipvs) | None => {}
+    if config.mode == Some(ProxyMode::Iptables) {
+        return iptables_proxier(config);
     }
     let links = open_links().context("opening rtnetlink")?;
     match open_ipvs(&config.ipvs_scheduler) {
         Ok(mut ipvs) => {
             if !config.dry_run {
                 prepare_ipvs_kernel(config, ipvs.as_mut());
+                for e in iptables_leftovers(Leftovers::All) {
+                    tracing::warn!("removing iptables-mode leftovers: {e}");
+                }
             }
             Ok(Box::new(IpvsProxier::new(ipvs, links, config)))
         }
         Err(e) if config.dry_run => {
-            eprintln!(
+            println!(
                 "# IPVS is not available in this kernel ({e}); showing the changes against an empty IPVS table"
             );
             Ok(Box::new(IpvsProxier::new(
@@ -142,9 +146,52 @@ pub fn build_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
         Err(e) if config.mode == Some(ProxyMode::Ipvs) => {
             bail!("--proxy-mode ipvs was requested but IPVS is not usable: {e}")
         }
-        Err(e) => bail!(
-            "IPVS is not usable ({e}) and the iptables fallback is not available in this build yet"
-        ),
+        Err(e) => {
+            tracing::warn!("IPVS is not usable ({e}); falling back to the iptables mode");
+            iptables_proxier(config)
+        }
+    }
+}
+
+/// The iptables mode, with NodePorts on the addresses the kernel reports.
+fn iptables_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
+    let mut links = open_links().context("opening rtnetlink")?;
+    let addresses: crate::iptables::AddressSource = Box::new(move || {
+        Ok(links
+            .local_addresses()?
+            .into_iter()
+            .filter(|l| l.ifname != crate::ipvs::DUMMY_LINK)
+            .map(|l| l.addr)
+            .collect())
+    });
+    if !config.dry_run {
+        for e in ipvs_leftovers(config) {
+            tracing::warn!("removing IPVS-mode leftovers: {e}");
+        }
+    }
+    Ok(Box::new(
+        IptablesProxier::for_node(config.clone()).with_addresses(addresses),
+    ))
+}
+
+/// Remove the iptables mode's chains and jumps; returns the errors.
+fn iptables_leftovers(scope: Leftovers) -> Vec<String> {
+    let mut ipt = IptablesCmd::detect();
+    let families = ipt.families();
+    cleanup_iptables_leftovers(&mut ipt, &families, scope)
+}
+
+/// Remove the IPVS mode's virtual servers and kube-ipvs0. Without the IPVS
+/// family there can be none, and no module is loaded to find out.
+fn ipvs_leftovers(config: &Config) -> Vec<String> {
+    let ipvs = match crate::kernel::ipvs::netlink::IpvsNetlink::connect() {
+        Ok(c) => Box::new(c) as Box<dyn Ipvs>,
+        Err(e) if e.is_unsupported() => return Vec::new(),
+        Err(e) => return vec![e.to_string()],
+    };
+    match open_links() {
+        Ok(links) => IpvsProxier::new(ipvs, links, config).cleanup(),
+        Err(e) => vec![e.to_string()],
     }
 }
 
@@ -238,14 +285,8 @@ pub async fn run_loop(
 
 /// `--cleanup`: remove what kproxy owns in both modes; report every error.
 pub fn cleanup(config: &Config) -> ExitCode {
-    let mut errors = Vec::new();
-    match (open_ipvs(&config.ipvs_scheduler), open_links()) {
-        (Ok(ipvs), Ok(links)) => errors.extend(IpvsProxier::new(ipvs, links, config).cleanup()),
-        (Err(e), _) if e.is_unsupported() => {
-            tracing::info!("no IPVS in this kernel: nothing to clean there")
-        }
-        (Err(e), _) | (_, Err(e)) => errors.push(e.to_string()),
-    }
+    let mut errors = ipvs_leftovers(config);
+    errors.extend(iptables_leftovers(Leftovers::All));
     for e in &errors {
         eprintln!("kproxy: cleanup: {e}");
     }

@@ -1,0 +1,397 @@
+//! The desired iptables state as chains of rules, its rendering into
+//! `iptables-restore` input, and the reading of `iptables-save` output.
+//!
+//! Rules are kept as the argument text that follows `-A CHAIN`, written the
+//! way upstream kube-proxy writes them. `iptables-save` prints the same rule
+//! differently (options reordered, `/32` added, `--or-mark` shown as
+//! `--set-xmark`, probabilities rounded to the kernel's 31-bit fixed point),
+//! so comparing the two goes through `normalize`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::cluster::ServiceName;
+use crate::kernel::iptables::split_args;
+
+/// One chain kproxy owns, with all of its rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub rules: Vec<String>,
+    /// The Service whose port produced this chain; None for the top-level
+    /// chains, which are written on every sync.
+    pub owner: Option<ServiceName>,
+}
+
+/// A jump from a built-in chain into one of ours: inserted at the top when
+/// missing, never by flushing the built-in chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Jump {
+    pub table: &'static str,
+    pub from: &'static str,
+    /// The rule's arguments, ending in `-j CHAIN`.
+    pub rule: String,
+}
+
+/// One table's chains, in the order they are written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    pub chains: Vec<Chain>,
+}
+
+impl Table {
+    pub fn get(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+}
+
+/// Everything the planner wants in the kernel for one family.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub filter: Table,
+    pub nat: Table,
+    /// In the order upstream lists them; each is inserted at position 1 when
+    /// missing, so the last one listed ends up first, as with upstream.
+    pub jumps: Vec<Jump>,
+}
+
+/// An empty chain whose disappearance tells that a table was flushed
+/// between syncs (upstream's name, in mangle, nat and filter).
+pub const CANARY: &str = "KUBE-PROXY-CANARY";
+
+/// Prefixes of the per-Service-port chains (upstream's, so that chains left
+/// by kube-proxy are recognised and cleaned up too).
+pub const SERVICE_CHAIN_PREFIXES: &[&str] = &[
+    "KUBE-SVC-",
+    "KUBE-SVL-",
+    "KUBE-EXT-",
+    "KUBE-FW-",
+    "KUBE-SEP-",
+];
+
+pub fn is_service_chain(name: &str) -> bool {
+    SERVICE_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// What one restore should write, for one family.
+#[derive(Clone, Debug, Default)]
+pub struct RestorePlan<'a> {
+    /// Chains (per table) to declare (create or flush) and fill.
+    pub filter: Vec<&'a Chain>,
+    pub nat: Vec<&'a Chain>,
+    /// Jump rules missing from built-in chains.
+    pub jumps: Vec<&'a Jump>,
+    /// Stale chains to flush and delete, per table.
+    pub delete_nat: Vec<String>,
+    pub delete_filter: Vec<String>,
+    /// Tables (mangle, nat, filter) that need the empty canary chain.
+    pub canary: Vec<&'static str>,
+}
+
+impl RestorePlan<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.filter.is_empty()
+            && self.nat.is_empty()
+            && self.jumps.is_empty()
+            && self.delete_nat.is_empty()
+            && self.delete_filter.is_empty()
+            && self.canary.is_empty()
+    }
+
+    /// `iptables-restore --noflush` input: per table, the chain lines (which
+    /// create or flush), the missing jumps, the rules, then the deletions.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.canary.contains(&"mangle") {
+            let _ = writeln!(out, "*mangle\n:{CANARY} - [0:0]\nCOMMIT");
+        }
+        for (table, chains, deletes) in [
+            ("filter", &self.filter, &self.delete_filter),
+            ("nat", &self.nat, &self.delete_nat),
+        ] {
+            let jumps: Vec<&&Jump> = self.jumps.iter().filter(|j| j.table == table).collect();
+            let canary = self.canary.contains(&table);
+            if chains.is_empty() && deletes.is_empty() && jumps.is_empty() && !canary {
+                continue;
+            }
+            let _ = writeln!(out, "*{table}");
+            if canary {
+                let _ = writeln!(out, ":{CANARY} - [0:0]");
+            }
+            for c in chains.iter() {
+                let _ = writeln!(out, ":{} - [0:0]", c.name);
+            }
+            for c in deletes.iter() {
+                let _ = writeln!(out, ":{c} - [0:0]");
+            }
+            for j in jumps {
+                let _ = writeln!(out, "-I {} 1 {}", j.from, j.rule);
+            }
+            for c in chains.iter() {
+                for r in &c.rules {
+                    let _ = writeln!(out, "-A {} {}", c.name, r);
+                }
+            }
+            for c in deletes.iter() {
+                let _ = writeln!(out, "-X {c}");
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+}
+
+/// One table as `iptables-save` printed it: chain → rules (without `-A CHAIN`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SavedTable {
+    pub chains: BTreeMap<String, Vec<String>>,
+}
+
+impl SavedTable {
+    /// Parse `iptables-save -t TABLE` output. Lines of other tables (when a
+    /// whole dump is passed) are ignored.
+    pub fn parse(save: &str, table: &str) -> Self {
+        let mut t = SavedTable::default();
+        let mut in_table = false;
+        for line in save.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                in_table = name.trim() == table;
+                continue;
+            }
+            if !in_table {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix(':') {
+                if let Some(name) = rest.split_whitespace().next() {
+                    t.chains.entry(name.to_string()).or_default();
+                }
+            } else if let Some(rest) = line.strip_prefix("-A ") {
+                let (chain, rule) = rest.split_once(' ').unwrap_or((rest, ""));
+                t.chains
+                    .entry(chain.to_string())
+                    .or_default()
+                    .push(rule.to_string());
+            }
+        }
+        t
+    }
+
+    pub fn has(&self, chain: &str) -> bool {
+        self.chains.contains_key(chain)
+    }
+
+    /// Whether `chain` holds exactly `rules` (compared in normalized form).
+    pub fn matches(&self, chain: &str, rules: &[String]) -> bool {
+        match self.chains.get(chain) {
+            None => false,
+            Some(have) => {
+                have.len() == rules.len()
+                    && have
+                        .iter()
+                        .zip(rules)
+                        .all(|(h, w)| normalize(h) == normalize(w))
+            }
+        }
+    }
+
+    /// Whether `chain` contains a rule equal to `rule` (normalized).
+    pub fn contains_rule(&self, chain: &str, rule: &str) -> bool {
+        let want = normalize(rule);
+        self.chains
+            .get(chain)
+            .is_some_and(|rs| rs.iter().any(|r| normalize(r) == want))
+    }
+}
+
+/// A rule in a form where kproxy's rendering and iptables-save's printing
+/// of the same rule compare equal: options grouped with their values
+/// (negations attached), values canonicalized, groups sorted.
+pub fn normalize(rule: &str) -> Vec<(String, Vec<String>)> {
+    let words = split_args(rule);
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    let mut negate = false;
+    for w in words {
+        if w == "!" {
+            negate = true;
+            continue;
+        }
+        if w.starts_with('-') && w.len() > 1 && !w[1..].starts_with(|c: char| c.is_ascii_digit()) {
+            let flag = if negate { format!("!{w}") } else { w };
+            negate = false;
+            groups.push((flag, Vec::new()));
+        } else if let Some(g) = groups.last_mut() {
+            g.1.push(w.trim_matches('"').to_string());
+        }
+    }
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut target = String::new();
+    for (flag, mut vals) in groups {
+        match flag.as_str() {
+            "-s" | "-d" | "!-s" | "!-d" | "--source" | "--destination" => {
+                if let Some(v) = vals.first_mut()
+                    && !v.contains('/')
+                {
+                    let bits = if v.contains(':') { 128 } else { 32 };
+                    *v = format!("{v}/{bits}");
+                }
+            }
+            "-j" => target = vals.first().cloned().unwrap_or_default(),
+            "--probability" => {
+                if let Some(p) = vals.first().and_then(|v| v.parse::<f64>().ok()) {
+                    // xt_statistic keeps the probability as a 31-bit fraction.
+                    let fixed = (p * 2147483648.0).round() as u64;
+                    vals = vec![format!("{fixed}")];
+                }
+            }
+            // Defaults iptables-save prints for `-m recent`.
+            "--rsource" => continue,
+            "--mask" if vals.iter().all(|v| is_all_ones_mask(v)) => continue,
+            "--reject-with"
+                if matches!(
+                    vals.first().map(String::as_str),
+                    Some("icmp-port-unreachable" | "icmp6-port-unreachable")
+                ) =>
+            {
+                continue;
+            }
+            _ => {}
+        }
+        out.push((flag, vals));
+    }
+    // MARK's --or-mark/--xor-mark are printed as --set-xmark.
+    if target == "MARK" {
+        for g in out.iter_mut() {
+            match g.0.as_str() {
+                "--or-mark" => {
+                    let m = g.1.first().cloned().unwrap_or_default();
+                    *g = ("--set-xmark".into(), vec![format!("{m}/{m}")]);
+                }
+                "--xor-mark" => {
+                    let m = g.1.first().cloned().unwrap_or_default();
+                    *g = ("--set-xmark".into(), vec![format!("{m}/0x0")]);
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_all_ones_mask(v: &str) -> bool {
+    v == "255.255.255.255" || v == "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+}
+
+/// Chain names of a saved table that match `pred`.
+pub fn chains_where(t: &SavedTable, pred: impl Fn(&str) -> bool) -> BTreeSet<String> {
+    t.chains.keys().filter(|c| pred(c)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pairs of (what kproxy writes, what iptables-save 1.8.9 printed for it,
+    /// both backends alike).
+    const SAVED_FORMS: &[(&str, &str)] = &[
+        (
+            r#"-m comment --comment "ns/svc:p80 cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j KUBE-SVC-AAAA"#,
+            r#"-d 10.96.0.10/32 -p tcp -m comment --comment "ns/svc:p80 cluster IP" -m tcp --dport 80 -j KUBE-SVC-AAAA"#,
+        ),
+        (
+            "-j MARK --or-mark 0x4000",
+            "-j MARK --set-xmark 0x4000/0x4000",
+        ),
+        (
+            "-j MARK --xor-mark 0x4000",
+            "-j MARK --set-xmark 0x4000/0x0",
+        ),
+        (
+            r#"-m comment --comment "ns/svc:p80 -> 10.244.1.1:8080" -m statistic --mode random --probability 0.3333333333 -j KUBE-SEP-BBBB"#,
+            r#"-m comment --comment "ns/svc:p80 -> 10.244.1.1:8080" -m statistic --mode random --probability 0.33333333349 -j KUBE-SEP-BBBB"#,
+        ),
+        (
+            "-m comment --comment ns/svc:p80 -m recent --name KUBE-SEP-BBBB --set -m tcp -p tcp -j DNAT --to-destination 10.244.1.1:8080",
+            r#"-p tcp -m comment --comment "ns/svc:p80" -m recent --set --name KUBE-SEP-BBBB --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 10.244.1.1:8080"#,
+        ),
+        (
+            r#"-m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS"#,
+            r#"! -d 127.0.0.0/8 -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"#,
+        ),
+        (
+            r#"-m comment --comment "ns/svc:p80 has no endpoints" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j REJECT"#,
+            r#"-d 10.96.0.10/32 -p tcp -m comment --comment "ns/svc:p80 has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable"#,
+        ),
+    ];
+
+    #[test]
+    fn written_and_saved_forms_normalize_alike() {
+        for (written, saved) in SAVED_FORMS {
+            assert_eq!(normalize(written), normalize(saved), "{written}\n{saved}");
+        }
+    }
+
+    #[test]
+    fn different_rules_stay_different() {
+        let a = "-m tcp -p tcp -d 10.96.0.10 --dport 80 -j KUBE-SVC-AAAA";
+        for b in [
+            "-m tcp -p tcp -d 10.96.0.11 --dport 80 -j KUBE-SVC-AAAA",
+            "-m tcp -p tcp -d 10.96.0.10 --dport 81 -j KUBE-SVC-AAAA",
+            "-m tcp -p tcp ! -d 10.96.0.10 --dport 80 -j KUBE-SVC-AAAA",
+            "-m tcp -p tcp -d 10.96.0.10 --dport 80 -j KUBE-SVC-BBBB",
+            "-m statistic --mode random --probability 0.5000000000 -j KUBE-SVC-AAAA",
+        ] {
+            assert_ne!(normalize(a), normalize(b), "{b}");
+        }
+        assert_ne!(
+            normalize("-m statistic --mode random --probability 0.5000000000 -j X"),
+            normalize("-m statistic --mode random --probability 0.3333333333 -j X")
+        );
+    }
+
+    #[test]
+    fn parse_save_and_match() {
+        let save = "# Generated\n*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-A - [0:0]\n:KUBE-EMPTY - [0:0]\n-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n-A KUBE-SVC-A -j MARK --set-xmark 0x4000/0x4000\nCOMMIT\n*filter\n:KUBE-F - [0:0]\nCOMMIT\n";
+        let nat = SavedTable::parse(save, "nat");
+        assert!(nat.has("KUBE-EMPTY"));
+        assert!(!nat.has("KUBE-F"));
+        assert!(nat.matches("KUBE-SVC-A", &["-j MARK --or-mark 0x4000".to_string()]));
+        assert!(!nat.matches("KUBE-SVC-A", &[]));
+        assert!(nat.matches("KUBE-EMPTY", &[]));
+        assert!(!nat.matches("KUBE-MISSING", &[]));
+        assert!(nat.contains_rule(
+            "PREROUTING",
+            "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+        ));
+        assert!(SavedTable::parse(save, "filter").has("KUBE-F"));
+    }
+
+    #[test]
+    fn render_orders_declarations_rules_and_deletions() {
+        let a = Chain {
+            name: "KUBE-SERVICES".into(),
+            rules: vec!["-j KUBE-SVC-X".into()],
+            owner: None,
+        };
+        let j = Jump {
+            table: "nat",
+            from: "PREROUTING",
+            rule: "-j KUBE-SERVICES".into(),
+        };
+        let plan = RestorePlan {
+            nat: vec![&a],
+            jumps: vec![&j],
+            delete_nat: vec!["KUBE-SEP-OLD".into()],
+            canary: vec!["mangle", "nat"],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan.render(),
+            "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n*nat\n:KUBE-PROXY-CANARY - [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SEP-OLD - [0:0]\n-I PREROUTING 1 -j KUBE-SERVICES\n-A KUBE-SERVICES -j KUBE-SVC-X\n-X KUBE-SEP-OLD\nCOMMIT\n"
+        );
+    }
+}
