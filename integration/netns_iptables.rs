@@ -64,6 +64,7 @@ netns_tests!(
     flushed_nat_table_is_rebuilt,
     ipv6_rules_load_without_drift,
     refused_restore_names_the_rule_and_changes_nothing,
+    the_binary_programs_and_cleans_up_in_iptables_mode,
 );
 
 /// Not a test: figures for the iptables mode at scale (restore size, full
@@ -389,6 +390,58 @@ mod inner {
         local.external_ips = vec![ip("198.51.100.7")];
         with(&mut c, local, &eps(1));
         c
+    }
+
+    #[test]
+    #[ignore = "runs in a fresh network namespace through its outer test"]
+    fn the_binary_programs_and_cleans_up_in_iptables_mode() {
+        let _w = World::new();
+        sh("iptables -t nat -N OPERATOR && iptables -t nat -A OUTPUT -j OPERATOR");
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ipvs");
+        let dir = std::env::temp_dir().join(format!("kproxy-once-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["clusterip.yaml", "nodeport.yaml"] {
+            std::fs::copy(format!("{fixtures}/{f}"), dir.join(f)).unwrap();
+        }
+        let kproxy = env!("CARGO_BIN_EXE_kproxy");
+        let run = |args: &[&str]| {
+            let out = Command::new(kproxy).args(args).output().expect("kproxy");
+            assert!(
+                out.status.success(),
+                "kproxy {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let d = dir.to_str().unwrap();
+        run(&[
+            "--proxy-mode",
+            "iptables",
+            "--once",
+            "--manifests",
+            d,
+            "--hostname-override",
+            "node-1",
+        ]);
+        let nat = sh("iptables-save -t nat");
+        for want in [
+            "-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"default/web:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-",
+            "-j DNAT --to-destination 10.244.2.8:8080",
+            "-A KUBE-NODEPORTS -p tcp -m comment --comment \"default/shop\" -m tcp --dport 30080 -j KUBE-EXT-",
+            "-A OUTPUT -j OPERATOR",
+        ] {
+            assert!(nat.contains(want), "nat lacks `{want}`:\n{nat}");
+        }
+        run(&["--cleanup", "--hostname-override", "node-1"]);
+        let nat = sh("iptables-save -t nat");
+        assert!(
+            !nat.contains("KUBE-"),
+            "cleanup left kproxy's rules:\n{nat}"
+        );
+        assert!(
+            nat.contains("-A OUTPUT -j OPERATOR"),
+            "cleanup removed the operator's rule:\n{nat}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
