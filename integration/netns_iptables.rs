@@ -65,6 +65,7 @@ netns_tests!(
     ipv6_rules_load_without_drift,
     refused_restore_names_the_rule_and_changes_nothing,
     the_binary_programs_and_cleans_up_in_iptables_mode,
+    without_ipvs_kproxy_falls_back_or_refuses_as_asked,
 );
 
 /// Not a test: figures for the iptables mode at scale (restore size, full
@@ -441,6 +442,57 @@ mod inner {
             nat.contains("-A OUTPUT -j OPERATOR"),
             "cleanup removed the operator's rule:\n{nat}"
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    #[ignore = "runs in a fresh network namespace through its outer test"]
+    fn without_ipvs_kproxy_falls_back_or_refuses_as_asked() {
+        let _w = World::new();
+        assert!(
+            !std::path::Path::new("/proc/net/ip_vs").exists(),
+            "this test needs a kernel without IPVS (the host's)"
+        );
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ipvs");
+        let dir = std::env::temp_dir().join(format!("kproxy-fallback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            format!("{fixtures}/clusterip.yaml"),
+            dir.join("clusterip.yaml"),
+        )
+        .unwrap();
+        let d = dir.to_str().unwrap();
+        let kproxy = |extra: &[&str]| {
+            let mut args = vec!["--once", "--manifests", d, "--hostname-override", "node-1"];
+            args.extend_from_slice(extra);
+            Command::new(env!("CARGO_BIN_EXE_kproxy"))
+                .args(&args)
+                .output()
+                .expect("kproxy")
+        };
+
+        // Asked for IPVS: a clear refusal, and nothing programmed.
+        let out = kproxy(&["--proxy-mode", "ipvs"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "--proxy-mode ipvs without IPVS succeeded"
+        );
+        assert!(
+            err.contains("--proxy-mode ipvs was requested but IPVS is not usable"),
+            "{err}"
+        );
+        assert!(!sh("iptables-save -t nat").contains("KUBE-"));
+
+        // No mode given: a warning that says why, then the iptables mode.
+        let out = kproxy(&[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "fallback run failed: {err}");
+        assert!(
+            err.contains("IPVS is not usable") && err.contains("falling back to the iptables mode"),
+            "{err}"
+        );
+        assert!(sh("iptables-save -t nat").contains("default/web:http cluster IP"));
         std::fs::remove_dir_all(&dir).ok();
     }
 
