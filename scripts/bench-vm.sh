@@ -30,7 +30,7 @@ for r in $(seq "$REPS"); do
   reset
   out=$("$BIN/kproxy-bench" floor "$N" "$M"); rec floor "$(echo "$out" | awk '{print $4}' | tr -d s)"
   # ipvsadm -R takes minutes at this size under emulation: measured once.
-  if [ "$r" = 1 ]; then
+  if [ "$r" = 1 ] && [ -z "${BENCH_SKIP_IPVSADM:-}" ]; then
     reset
     t0=$(now); ipvsadm -R < /tmp/rules; rec ipvsadm_R "$(since "$t0")"
   fi
@@ -42,20 +42,23 @@ for r in $(seq "$REPS"); do
 done
 
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
-for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done | "$PY" -c '
-import sys, statistics
+echo "== raw figures (seconds; ops counts)"
+for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done | sort | tee /tmp/bench-raw
+cat > /tmp/summary.py <<'PYEOF'
+import statistics, sys
+n, m = sys.argv[1], sys.argv[2]
 rows = {}
-for line in sys.stdin:
+for line in open("/tmp/bench-raw"):
     k, *v = line.split()
     rows[k] = [float(x) for x in v]
 med = {k: statistics.median(v) for k, v in rows.items()}
-n, m = sys.argv[1], sys.argv[2]
-print(f"== IPVS mode, {n} Services x {m} endpoints, in the VM (QEMU TCG), medians of {len(rows[\"floor\"])} runs")
-print(f"kernel floor (netlink client alone, {int(n)*(int(m)+1)} messages): {med[\"floor\"]:.3f}s")
-print(f"ipvsadm -R of the same objects (one run):       {med[\"ipvsadm_R\"]:.3f}s")
-print(f"kproxy --once, empty kernel:  wall {med[\"first.wall\"]:.3f}s, of which sync {med[\"first.sync\"]:.3f}s, ops {med[\"first.ops\"]:.0f}")
-print(f"kproxy --once, +1 endpoint:   wall {med[\"one_endpoint.wall\"]:.3f}s, of which sync {med[\"one_endpoint.sync\"]:.3f}s, ops {med[\"one_endpoint.ops\"]:.0f}")
-print(f"kproxy --once, no change:     wall {med[\"unchanged.wall\"]:.3f}s, of which sync {med[\"unchanged.sync\"]:.3f}s, ops {med[\"unchanged.ops\"]:.0f}")
-print(f"kproxy --cleanup:             wall {med[\"cleanup\"]:.3f}s")
-print(f"ratio first sync / floor: {med[\"first.sync\"]/med[\"floor\"]:.2f}x; ipvsadm -R / floor: {med[\"ipvsadm_R\"]/med[\"floor\"]:.2f}x")
-' "$N" "$M"
+print("== IPVS mode, %s Services x %s endpoints, in the VM (QEMU TCG), medians of %d runs" % (n, m, len(rows["floor"])))
+print("kernel floor (netlink client alone, %d messages): %.3fs" % (int(n) * (int(m) + 1), med["floor"]))
+if "ipvsadm_R" in med:
+    print("ipvsadm -R of the same objects (one run): %.3fs (%.1fx the floor)" % (med["ipvsadm_R"], med["ipvsadm_R"] / med["floor"]))
+for k, what in [("first", "empty kernel"), ("one_endpoint", "+1 endpoint"), ("unchanged", "no change")]:
+    print("kproxy --once, %-13s wall %.3fs, of which sync %.3fs, kernel ops %d" % (what + ":", med[k + ".wall"], med[k + ".sync"], med[k + ".ops"]))
+print("kproxy --cleanup: wall %.3fs" % med["cleanup"])
+print("first sync / floor: %.2fx" % (med["first.sync"] / med["floor"]))
+PYEOF
+"$PY" /tmp/summary.py "$N" "$M"

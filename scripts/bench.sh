@@ -12,4 +12,4 @@ python3 scripts/gen-cluster.py --services "$N" --endpoints "$M" --out "$out/chan
 echo "== host: convert + plan + diff on in-memory twins (no kernel), $(nproc) cores"
 target/release/kproxy-bench plan "$N" "$M"
 echo "== VM: booting"
-scripts/vm run --timeout 3000 --mem 4096 -- scripts/bench-vm.sh "$N" "$M" "$out/base" "$out/changed" target/release
+scripts/vm run --timeout 3000 --mem 4096 --env BENCH_SKIP_IPVSADM --env REPS -- scripts/bench-vm.sh "$N" "$M" "$out/base" "$out/changed" target/release
