@@ -239,11 +239,6 @@ pub fn categorize(svc: &Service, endpoints: &[PortEndpoint], node: &NodeView<'_>
     out
 }
 
-/// A Service port's IP family list, for iterating per family.
-pub fn families(svc: &Service) -> Vec<IpFamily> {
-    svc.families()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,13 +5,13 @@ pub mod diff;
 pub mod planner;
 pub mod render;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::cluster::{ClusterState, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
-use crate::kernel::ipvs::{Ipvs, IpvsOp, IpvsTable};
+use crate::kernel::ipvs::{Ipvs, IpvsOp};
 use crate::kernel::link::Links;
 use crate::sync::{Proxier, SyncOutcome};
 
@@ -227,20 +227,6 @@ impl Proxier for IpvsProxier {
         }
         errors
     }
-}
-
-/// A summary per Service of what a plan programs (for the dry-run listing).
-pub fn plan_by_service(plan: &IpvsPlan) -> BTreeMap<ServiceName, IpvsTable> {
-    let mut out: BTreeMap<ServiceName, IpvsTable> = BTreeMap::new();
-    for (key, entry) in &plan.table.services {
-        if let Some(owner) = plan.owners.get(key) {
-            out.entry(owner.clone())
-                .or_default()
-                .services
-                .insert(*key, entry.clone());
-        }
-    }
-    out
 }
 
 #[cfg(test)]
