@@ -66,6 +66,7 @@ netns_tests!(
     refused_restore_names_the_rule_and_changes_nothing,
     the_binary_programs_and_cleans_up_in_iptables_mode,
     without_ipvs_kproxy_falls_back_or_refuses_as_asked,
+    ipvs_companions_read_back_without_drift_and_clean_up,
 );
 
 /// Not a test: figures for the iptables mode at scale (restore size, full
@@ -740,6 +741,129 @@ mod inner {
             curl_in(Some(&client), "http://10.96.0.10/id"),
             (0, "a".into())
         );
+    }
+
+    /// IPVS mode's ipsets and rules through the real `ipset` and
+    /// `iptables-restore`: what the kernel prints back must compare equal
+    /// to the plan (else every sync would rewrite), and cleanup must take
+    /// exactly what it wrote.
+    #[test]
+    #[ignore = "runs in a fresh network namespace through its outer test"]
+    fn ipvs_companions_read_back_without_drift_and_clean_up() {
+        use kproxy::ipvs::firewall::{Firewall, RuleConfig};
+        use kproxy::ipvs::sets::{DesiredSets, Set, ip_port, ip_port_ip, ip_port_net};
+        use kproxy::kernel::ipset::IpsetCmd;
+        let _w = World::new();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut sets = DesiredSets::default();
+        for (f, vip, ep, lb, node, net, host) in [
+            (
+                IpFamily::V4,
+                "10.96.0.10",
+                "10.244.0.5",
+                "203.0.113.7",
+                "192.168.58.2",
+                "10.0.0.0/8",
+                "198.51.100.1/32",
+            ),
+            (
+                IpFamily::V6,
+                "fd00::10",
+                "fd00:244::5",
+                "2001:db8::7",
+                "fd00:58::2",
+                "2001:db8:1::/48",
+                "2001:db8:2::1/128",
+            ),
+        ] {
+            sets.add(f, Set::ClusterIp, ip_port(ip(vip), Protocol::Tcp, 80));
+            sets.add(f, Set::ClusterIp, ip_port(ip(vip), Protocol::Udp, 53));
+            sets.add(f, Set::ExternalIp, ip_port(ip(lb), Protocol::Tcp, 8080));
+            sets.add(f, Set::LoadBalancer, ip_port(ip(lb), Protocol::Tcp, 443));
+            sets.add(
+                f,
+                Set::LoadBalancerLocal,
+                ip_port(ip(lb), Protocol::Tcp, 443),
+            );
+            sets.add(f, Set::LoadBalancerFw, ip_port(ip(lb), Protocol::Tcp, 443));
+            for n in [net, host] {
+                let m = ip_port_net(ip(lb), Protocol::Tcp, 443, n.parse().unwrap());
+                sets.add(f, Set::LoadBalancerSourceCidr, m);
+            }
+            let m = ip_port_ip(ip(lb), Protocol::Tcp, 443, ip(lb));
+            sets.add(f, Set::LoadBalancerSourceIp, m);
+            let m = ip_port_ip(ip(ep), Protocol::Tcp, 8080, ip(ep));
+            sets.add(f, Set::LoopBack, m);
+            sets.add(f, Set::NodePortTcp, "30080".into());
+            sets.add(f, Set::NodePortLocalUdp, "30053".into());
+            sets.add(f, Set::NodePortUdp, "30053".into());
+            let m = ip_port(ip(node), Protocol::Sctp, 30868);
+            sets.add(f, Set::NodePortSctp, m);
+            sets.add(f, Set::HealthCheckNodePort, "32000".into());
+            sets.add(f, Set::IpvsIps, vip.into());
+        }
+        sh("ipset create OPERATOR-SET hash:ip && ipset add OPERATOR-SET 10.9.9.9");
+        sh("iptables -N OPERATOR && iptables -A INPUT -j OPERATOR");
+        let mut fw = Firewall::new(
+            Box::new(IptablesCmd::detect()),
+            Box::new(IpsetCmd),
+            vec![IpFamily::V4, IpFamily::V6],
+            RuleConfig {
+                mark: 0x4000,
+                cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+                ..RuleConfig::default()
+            },
+        );
+        let mut out = kproxy::sync::SyncOutcome::default();
+        fw.sync(&sets, &mut out);
+        assert!(out.ok(), "{:?}", out.errors);
+        assert_eq!(out.ops.get("create_ipset"), Some(&34), "{:?}", out.ops);
+        let saved = sh("ipset save");
+        for want in [
+            "add KUBE-CLUSTER-IP 10.96.0.10,udp:53",
+            "add KUBE-LOAD-BALANCER-SOURCE-CIDR 203.0.113.7,tcp:443,198.51.100.1",
+            "add KUBE-6-LOOP-BACK fd00:244::5,tcp:8080,fd00:244::5",
+            "add KUBE-6-NODE-PORT-SCTP-HASH fd00:58::2,sctp:30868",
+            "add KUBE-NODE-PORT-LOCAL-UDP 30053",
+        ] {
+            assert!(saved.contains(want), "missing `{want}` in:\n{saved}");
+        }
+        let nat = sh("iptables-save -t nat");
+        assert!(
+            nat.contains(
+                "-A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port for masquerade purpose\" -m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ"
+            ),
+            "{nat}"
+        );
+        // What the kernel prints back is what was planned: nothing to do.
+        let mut again = kproxy::sync::SyncOutcome::default();
+        fw.sync(&sets, &mut again);
+        assert!(again.ok(), "{:?}", again.errors);
+        assert_eq!(again.total_ops(), 0, "false drift: {:?}", again.ops);
+        // One member less: one deletion, and no rule rewritten.
+        let mut fewer = sets.clone();
+        fewer
+            .members
+            .get_mut(&(IpFamily::V4, Set::ClusterIp))
+            .unwrap()
+            .remove("10.96.0.10,udp:53");
+        let mut third = kproxy::sync::SyncOutcome::default();
+        fw.sync(&fewer, &mut third);
+        assert!(third.ok(), "{:?}", third.errors);
+        assert_eq!(
+            third.ops.get("delete_ipset_entry"),
+            Some(&1),
+            "{:?}",
+            third.ops
+        );
+        assert_eq!(third.total_ops(), 1, "{:?}", third.ops);
+
+        let errors = fw.cleanup();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(sh("ipset list -n").trim(), "OPERATOR-SET");
+        let all = sh("iptables-save") + &sh("ip6tables-save");
+        assert!(!all.contains("KUBE-"), "{all}");
+        assert!(all.contains("-A INPUT -j OPERATOR"), "{all}");
     }
 
     #[test]

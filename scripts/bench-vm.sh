@@ -13,7 +13,16 @@ ip route add default via 192.168.58.1 dev node0 onlink
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.4f", b - a }'; }
-reset() { ipvsadm -C; ip link del kube-ipvs0 2>/dev/null || true; }
+# Every "empty kernel" figure starts from freshly loaded IPVS modules. A
+# deleted real server stays on the kernel's destination trash list for a
+# couple of minutes, and every later add walks that list: after 100,000
+# deletions, re-adding takes minutes instead of seconds. Reloading the
+# module empties it.
+reset() {
+  ipvsadm -C; ip link del kube-ipvs0 2>/dev/null || true
+  modprobe -r ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs 2>/dev/null || true
+  modprobe ip_vs; modprobe ip_vs_rr
+}
 declare -A R
 rec() { R[$1]="${R[$1]:-} $2"; }
 run_once() { # dir label -> records wall time and kproxy's own sync time and ops

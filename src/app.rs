@@ -127,11 +127,21 @@ pub fn build_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
         Ok(mut ipvs) => {
             if !config.dry_run {
                 prepare_ipvs_kernel(config, ipvs.as_mut());
-                for e in iptables_leftovers(Leftovers::All) {
-                    tracing::warn!("removing iptables-mode leftovers: {e}");
+            }
+            let proxier = IpvsProxier::new(ipvs, links, config);
+            match ipvs_firewall(config) {
+                // The firewall removes the iptables mode's leftovers itself,
+                // after its first sync has taken over the shared chains.
+                Some(fw) => Ok(Box::new(proxier.with_firewall(fw))),
+                None => {
+                    if !config.dry_run {
+                        for e in iptables_leftovers(Leftovers::All) {
+                            tracing::warn!("removing iptables-mode leftovers: {e}");
+                        }
+                    }
+                    Ok(Box::new(proxier))
                 }
             }
-            Ok(Box::new(IpvsProxier::new(ipvs, links, config)))
         }
         Err(e) if config.dry_run => {
             println!(
@@ -174,6 +184,27 @@ fn iptables_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
     ))
 }
 
+/// IPVS mode's ipsets and iptables rules, when the node has the tools.
+/// Without them IPVS still balances, but nothing masquerades or filters:
+/// say so loudly.
+fn ipvs_firewall(config: &Config) -> Option<crate::ipvs::firewall::Firewall> {
+    use crate::kernel::ipset::IpsetCmd;
+    if !IpsetCmd::available() {
+        tracing::error!(
+            "the ipset program is missing: IPVS mode runs without its masquerade and filter rules"
+        );
+        return None;
+    }
+    let ipt = IptablesCmd::detect();
+    let families = ipt.families();
+    Some(crate::ipvs::firewall::Firewall::new(
+        Box::new(ipt),
+        Box::new(IpsetCmd),
+        families,
+        crate::ipvs::firewall::RuleConfig::from(config),
+    ))
+}
+
 /// Remove the iptables mode's chains and jumps; returns the errors.
 fn iptables_leftovers(scope: Leftovers) -> Vec<String> {
     let mut ipt = IptablesCmd::detect();
@@ -190,7 +221,13 @@ fn ipvs_leftovers(config: &Config) -> Vec<String> {
         Err(e) => return vec![e.to_string()],
     };
     match open_links() {
-        Ok(links) => IpvsProxier::new(ipvs, links, config).cleanup(),
+        Ok(links) => {
+            let mut proxier = IpvsProxier::new(ipvs, links, config);
+            if let Some(fw) = ipvs_firewall(config) {
+                proxier = proxier.with_firewall(fw);
+            }
+            proxier.cleanup()
+        }
         Err(e) => vec![e.to_string()],
     }
 }

@@ -378,15 +378,18 @@ impl<I: Iptables> Proxier for IptablesProxier<I> {
 
 /// How much of the iptables mode's state `cleanup_iptables_leftovers` removes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Leftovers {
+pub enum Leftovers<'a> {
     /// Everything: jumps from the built-in chains, the top-level chains, every
     /// per-Service chain and the canaries (`--cleanup`, or before another
     /// mode's first sync).
     All,
-    /// Only the per-Service chains (KUBE-SVC/SVL/EXT/FW/SEP), for after the
-    /// IPVS mode has rewritten the shared top-level chains (KUBE-SERVICES,
-    /// KUBE-POSTROUTING, ...) so that nothing references them any more.
+    /// Only the per-Service chains (KUBE-SVC/SVL/EXT/FW/SEP).
     ServiceChainsOnly,
+    /// Everything except the chains and jumps of this ruleset: what the IPVS
+    /// mode does once its first sync has rewritten the chains the two modes
+    /// share (KUBE-SERVICES, KUBE-POSTROUTING, ...), so those never go
+    /// missing and nothing refers to the per-Service chains any more.
+    AllBut(&'a ruleset::Ruleset),
 }
 
 /// Top-level chains of the iptables mode; jumps into them from the built-in
@@ -402,9 +405,14 @@ const BUILTIN_CHAINS: &[&str] = &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "P
 pub fn cleanup_iptables_leftovers(
     ipt: &mut dyn Iptables,
     families: &[IpFamily],
-    scope: Leftovers,
+    scope: Leftovers<'_>,
 ) -> Vec<String> {
     let mut errors = Vec::new();
+    let keep = match scope {
+        Leftovers::AllBut(rs) => Some(rs),
+        _ => None,
+    };
+    let all = scope != Leftovers::ServiceChainsOnly;
     for &family in families {
         let dump = match ipt.save(family) {
             Ok(s) => s,
@@ -420,7 +428,22 @@ pub fn cleanup_iptables_leftovers(
                 "filter" => OWNED_FILTER,
                 _ => &[],
             };
-            let all = scope == Leftovers::All;
+            let kept_chain = |c: &str| {
+                keep.is_some_and(|k| match table {
+                    "nat" => k.nat.get(c).is_some(),
+                    "filter" => k.filter.get(c).is_some(),
+                    _ => false,
+                })
+            };
+            let kept_jump = |from: &str, rule: &str| {
+                keep.is_some_and(|k| {
+                    k.jumps.iter().any(|j| {
+                        j.table == table
+                            && j.from == from
+                            && ruleset::normalize(&j.rule) == ruleset::normalize(rule)
+                    })
+                })
+            };
             let mut unlink = Vec::new();
             if all {
                 for (chain, rules) in &saved.chains {
@@ -428,57 +451,76 @@ pub fn cleanup_iptables_leftovers(
                         continue;
                     }
                     for r in rules {
-                        if jump_target(r).is_some_and(|t| owned_top.contains(&t)) {
+                        if jump_target(r).is_some_and(|t| owned_top.contains(&t))
+                            && !kept_jump(chain, r)
+                        {
                             unlink.push(format!("-D {chain} {r}"));
                         }
                     }
                 }
             }
-            let doomed: Vec<&String> = saved
+            let doomed: Vec<String> = saved
                 .chains
                 .keys()
                 .filter(|c| {
                     is_service_chain(c)
                         || (all && (owned_top.contains(&c.as_str()) || *c == KUBE_PROXY_CANARY))
                 })
+                .filter(|c| !kept_chain(c))
+                .cloned()
                 .collect();
-            if unlink.is_empty() && doomed.is_empty() {
-                continue;
+            errors.extend(remove_chains_and_jumps(
+                ipt, family, table, &unlink, &doomed,
+            ));
+        }
+    }
+    errors
+}
+
+/// In one restore: flush `doomed`, delete the `unlink` rules (`-D CHAIN
+/// ARGS`), then delete the chains. When the kernel refuses the batch
+/// (another component's rule still refers to a chain), remove what can be
+/// removed one at a time and return the rest as errors.
+pub fn remove_chains_and_jumps(
+    ipt: &mut dyn Iptables,
+    family: IpFamily,
+    table: &str,
+    unlink: &[String],
+    doomed: &[String],
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    if unlink.is_empty() && doomed.is_empty() {
+        return errors;
+    }
+    let batch = |unlink: &[String], doomed: &[String]| {
+        let mut s = format!("*{table}\n");
+        for c in doomed {
+            s.push_str(&format!(":{c} - [0:0]\n"));
+        }
+        for u in unlink {
+            s.push_str(u);
+            s.push('\n');
+        }
+        for c in doomed {
+            s.push_str(&format!("-X {c}\n"));
+        }
+        s.push_str("COMMIT\n");
+        s
+    };
+    if let Err(e) = ipt.restore(family, &batch(unlink, doomed)) {
+        tracing::warn!(%family, table, "cleanup batch refused ({e}); retrying one by one");
+        for u in unlink {
+            if let Err(e) = ipt.restore(family, &batch(std::slice::from_ref(u), &[])) {
+                errors.push(format!("{family} {table}: removing jump `{u}`: {e}"));
             }
-            let batch = |unlink: &[String], doomed: &[&String]| {
-                let mut s = format!("*{table}\n");
-                for c in doomed {
-                    s.push_str(&format!(":{c} - [0:0]\n"));
-                }
-                for u in unlink {
-                    s.push_str(u);
-                    s.push('\n');
-                }
-                for c in doomed {
-                    s.push_str(&format!("-X {c}\n"));
-                }
-                s.push_str("COMMIT\n");
-                s
-            };
-            if let Err(e) = ipt.restore(family, &batch(&unlink, &doomed)) {
-                // Something (another component's rule) still refers to one of
-                // the chains: remove what can be removed, one at a time, and
-                // report the rest.
-                tracing::warn!(%family, table, "cleanup batch refused ({e}); retrying one by one");
-                for u in &unlink {
-                    if let Err(e) = ipt.restore(family, &batch(std::slice::from_ref(u), &[])) {
-                        errors.push(format!("{family} {table}: removing jump `{u}`: {e}"));
-                    }
-                }
-                for c in &doomed {
-                    let flush = format!("*{table}\n:{c} - [0:0]\nCOMMIT\n");
-                    let _ = ipt.restore(family, &flush);
-                }
-                for c in &doomed {
-                    if let Err(e) = ipt.restore(family, &format!("*{table}\n-X {c}\nCOMMIT\n")) {
-                        errors.push(format!("{family} {table}: deleting chain {c}: {e}"));
-                    }
-                }
+        }
+        for c in doomed {
+            let flush = format!("*{table}\n:{c} - [0:0]\nCOMMIT\n");
+            let _ = ipt.restore(family, &flush);
+        }
+        for c in doomed {
+            if let Err(e) = ipt.restore(family, &format!("*{table}\n-X {c}\nCOMMIT\n")) {
+                errors.push(format!("{family} {table}: deleting chain {c}: {e}"));
             }
         }
     }

@@ -2,16 +2,18 @@
 //! proxier that reads the live kernel, diffs and applies.
 
 pub mod diff;
+pub mod firewall;
 pub mod planner;
 pub mod render;
+pub mod sets;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::cluster::{ClusterState, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
-use crate::kernel::ipvs::{Ipvs, IpvsOp};
+use crate::kernel::ipvs::{Ipvs, IpvsOp, ServiceKey};
 use crate::kernel::link::Links;
 use crate::sync::{Proxier, SyncOutcome};
 
@@ -24,6 +26,9 @@ pub struct IpvsProxier {
     plan_config: PlanConfig,
     ownership: Ownership,
     node_name: String,
+    /// The ipsets and iptables rules around IPVS (none in tests that only
+    /// look at IPVS, or on a node without ipset).
+    firewall: Option<firewall::Firewall>,
 }
 
 impl IpvsProxier {
@@ -37,7 +42,14 @@ impl IpvsProxier {
                 exclude: config.ipvs_exclude_cidrs.clone(),
             },
             node_name: config.hostname.clone(),
+            firewall: None,
         }
+    }
+
+    /// Also program the companion ipsets and iptables rules.
+    pub fn with_firewall(mut self, fw: firewall::Firewall) -> Self {
+        self.firewall = Some(fw);
+        self
     }
 
     /// Read everything the diff needs from the kernel.
@@ -107,11 +119,31 @@ impl IpvsProxier {
                     self.ipvs.apply(&ipvs_ops)
                 }
             };
+            // When the kernel refuses a virtual server, every real server
+            // sent after it fails too (ESRCH). Those follow-on failures are
+            // summarised in one line rather than reported one by one.
+            let mut refused: BTreeSet<ServiceKey> = BTreeSet::new();
+            let mut orphaned: BTreeMap<ServiceKey, usize> = BTreeMap::new();
             for (op, r) in batch.iter().zip(results) {
-                match r {
-                    Ok(()) => *outcome.ops.entry(op.kind()).or_default() += 1,
-                    Err(e) => outcome.errors.push(e.to_string()),
+                match (r, op) {
+                    (Ok(()), _) => *outcome.ops.entry(op.kind()).or_default() += 1,
+                    (Err(_), Op::Ipvs(IpvsOp::AddDest(k, _) | IpvsOp::EditDest(k, _)))
+                        if refused.contains(k) =>
+                    {
+                        *orphaned.entry(*k).or_default() += 1;
+                    }
+                    (Err(e), _) => {
+                        if let Op::Ipvs(IpvsOp::AddService(vs)) = op {
+                            refused.insert(vs.key);
+                        }
+                        outcome.errors.push(e.to_string());
+                    }
                 }
+            }
+            for (k, n) in orphaned {
+                outcome.errors.push(format!(
+                    "{n} real server(s) of {k} not added: its virtual server was refused"
+                ));
             }
         }
     }
@@ -182,6 +214,9 @@ impl Proxier for IpvsProxier {
             tracing::debug!("{op}");
         }
         self.apply(&ops, &mut outcome);
+        if let Some(fw) = &mut self.firewall {
+            fw.sync(&desired.sets, &mut outcome);
+        }
         outcome.problems = desired.problems;
         outcome.no_local_endpoints = desired.no_local_endpoints;
         outcome
@@ -203,6 +238,9 @@ impl Proxier for IpvsProxier {
         lines.extend(render::render(&desired.table).lines().map(String::from));
         let bound: Vec<String> = desired.bound.iter().map(|a| a.to_string()).collect();
         lines.push(format!("# {DUMMY_LINK} addresses: {}", bound.join(" ")));
+        if let Some(fw) = &mut self.firewall {
+            lines.extend(fw.dry_run(&desired.sets));
+        }
         Ok(lines)
     }
 
@@ -225,12 +263,18 @@ impl Proxier for IpvsProxier {
         if let Err(e) = self.links.delete_link(DUMMY_LINK) {
             errors.push(e.to_string());
         }
+        if let Some(fw) = &mut self.firewall {
+            errors.extend(fw.cleanup());
+        }
         errors
     }
 }
 
 #[cfg(test)]
 mod diff_tests;
+
+#[cfg(test)]
+mod firewall_tests;
 
 #[cfg(test)]
 mod planner_tests;

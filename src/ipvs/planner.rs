@@ -19,6 +19,8 @@ use crate::kernel::ipvs::{
 };
 use crate::kernel::link::LocalAddress;
 
+use super::sets::{DesiredSets, Set, ip_port, ip_port_ip, ip_port_net};
+
 /// The dummy link that holds every Service VIP, as upstream names it.
 pub const DUMMY_LINK: &str = "kube-ipvs0";
 
@@ -69,6 +71,8 @@ pub struct IpvsPlan {
     pub problems: Vec<Problem>,
     /// Service ports whose Local policy found no local endpoint.
     pub no_local_endpoints: u64,
+    /// Members of the ipsets the companion iptables rules match.
+    pub sets: DesiredSets,
 }
 
 /// The node addresses NodePorts listen on, in `family`.
@@ -126,8 +130,21 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
         }
         let slices = state.slices_for(&svc.name);
         for family in svc.families() {
+            if let Some(hc) = svc.health_check_node_port
+                && svc.is_external()
+                && svc.external_traffic_policy == TrafficPolicy::Local
+            {
+                plan.sets
+                    .add(family, Set::HealthCheckNodePort, hc.to_string());
+            }
             for port in &svc.ports {
                 let eps = port_endpoints(svc, port, family, &slices, &view, &mut plan.problems);
+                // A pod that reaches its own Service can be sent to itself;
+                // the reply only finds its way back if that is masqueraded.
+                for ep in eps.iter().filter(|e| e.is_local) {
+                    let entry = ip_port_ip(ep.addr, port.protocol, ep.port, ep.addr);
+                    plan.sets.add(family, Set::LoopBack, entry);
+                }
                 let cat = categorize(svc, &eps, &view);
                 count_no_local(&mut plan, svc, &cat);
                 ports.push((svc, port, family, cat));
@@ -147,6 +164,10 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
                 cfg,
             );
         }
+    }
+    for addr in plan.bound.clone() {
+        plan.sets
+            .add(IpFamily::of(&addr), Set::IpvsIps, addr.to_string());
     }
     plan
 }
@@ -290,5 +311,71 @@ fn plan_port(
         }
         plan.owners.insert(key, svc.name.clone());
         plan.table.services.insert(key, entry);
+        add_set_members(plan, svc, family, kind, key, node_addrs);
+    }
+}
+
+/// The ipset members one virtual server brings, as upstream's rules expect
+/// them: which sets say "masquerade", "accept", "leave the source alone
+/// (Local policy)" or "filter by source range".
+fn add_set_members(
+    plan: &mut IpvsPlan,
+    svc: &Service,
+    family: IpFamily,
+    kind: VipKind,
+    key: ServiceKey,
+    node_addrs: &[IpAddr],
+) {
+    let local = svc.external_traffic_policy == TrafficPolicy::Local;
+    let entry = ip_port(key.addr, key.protocol, key.port);
+    let sets = &mut plan.sets;
+    match kind {
+        VipKind::ClusterIp => sets.add(family, Set::ClusterIp, entry),
+        VipKind::ExternalIp => {
+            let set = if local {
+                Set::ExternalIpLocal
+            } else {
+                Set::ExternalIp
+            };
+            sets.add(family, set, entry);
+        }
+        VipKind::LoadBalancer => {
+            sets.add(family, Set::LoadBalancer, entry.clone());
+            if local {
+                sets.add(family, Set::LoadBalancerLocal, entry.clone());
+            }
+            let ranges = &svc.load_balancer_source_ranges;
+            if !ranges.is_empty() {
+                sets.add(family, Set::LoadBalancerFw, entry);
+                for net in ranges.iter().filter(|n| IpFamily::of(&n.addr()) == family) {
+                    let m = ip_port_net(key.addr, key.protocol, key.port, *net);
+                    sets.add(family, Set::LoadBalancerSourceCidr, m);
+                }
+                // The node reaching the load balancer uses the VIP (bound
+                // here) as its source: let it through when the node itself
+                // is inside an allowed range.
+                if node_addrs
+                    .iter()
+                    .any(|a| ranges.iter().any(|n| n.contains(a)))
+                {
+                    let m = ip_port_ip(key.addr, key.protocol, key.port, key.addr);
+                    sets.add(family, Set::LoadBalancerSourceIp, m);
+                }
+            }
+        }
+        VipKind::NodePort => {
+            let (plain, local_set) = Set::node_port(key.protocol);
+            // TCP and UDP node ports are port bitmaps; SCTP ones are
+            // address:port pairs (upstream's choice, kept for runbooks).
+            let m = if key.protocol == crate::cluster::Protocol::Sctp {
+                entry
+            } else {
+                key.port.to_string()
+            };
+            if local {
+                sets.add(family, local_set, m.clone());
+            }
+            sets.add(family, plain, m);
+        }
     }
 }

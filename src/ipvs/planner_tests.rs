@@ -1,6 +1,7 @@
 //! Table-driven planner tests: one YAML fixture per Service feature in
 //! tests/fixtures/ipvs/, each compared with its expected rendering
-//! (`ipvsadm -Ln` body, kube-ipvs0 addresses, refused objects) in the
+//! (`ipvsadm -Ln` body, kube-ipvs0 addresses, ipset members, refused
+//! objects) in the
 //! `.ipvsadm` file beside it. `KPROXY_BLESS=1` rewrites the expectations.
 
 use std::path::{Path, PathBuf};
@@ -102,6 +103,18 @@ fn rendering(path: &Path) -> String {
     let bound: Vec<String> = p.bound.iter().map(|a| a.to_string()).collect();
     out.push_str(&format!("{DUMMY_LINK}: {}\n", bound.join(" ")));
     out.push_str(&format!("no local endpoints: {}\n", p.no_local_endpoints));
+    // The ipset members, as `ipset save` lists them (sorted like `sort`).
+    let mut members: Vec<String> = p
+        .sets
+        .render()
+        .lines()
+        .map(|l| format!("ipset: {l}"))
+        .collect();
+    members.sort();
+    for m in members {
+        out.push_str(&m);
+        out.push('\n');
+    }
     for pr in problems {
         out.push_str(&format!("refused: {pr}\n"));
     }

@@ -104,10 +104,17 @@ fn a_refused_operation_is_reported_and_the_rest_still_applies() {
     let (state, _) = state_from_yaml(&fixture("clusterip.yaml"), &n.config);
     let out = n.proxier.sync(&state, None);
     assert!(!out.ok());
-    // The virtual server is refused (unknown scheduler), so its real
-    // servers fail too; each error names what was attempted.
+    // The virtual server is refused (unknown scheduler): its error names
+    // what was attempted, and its real servers, which then fail too, are
+    // summarised in one line instead of one error each.
     assert!(
         out.errors[0].contains("add virtual server TCP 10.96.0.10:80"),
+        "{:?}",
+        out.errors
+    );
+    assert_eq!(out.errors.len(), 2, "{:?}", out.errors);
+    assert!(
+        out.errors[1].starts_with("3 real server(s) of TCP 10.96.0.10:80 not added"),
         "{:?}",
         out.errors
     );

@@ -49,6 +49,19 @@ pub trait Iptables: Send {
     fn restore(&mut self, family: IpFamily, input: &str) -> Result<(), KernelError>;
 }
 
+/// A shared adapter (tests keep a handle to look inside a twin).
+impl<T: Iptables> Iptables for std::sync::Arc<std::sync::Mutex<T>> {
+    fn save(&mut self, family: IpFamily) -> Result<String, KernelError> {
+        self.lock().unwrap().save(family)
+    }
+    fn chain_exists(&mut self, family: IpFamily, table: &str, chain: &str) -> bool {
+        self.lock().unwrap().chain_exists(family, table, chain)
+    }
+    fn restore(&mut self, family: IpFamily, input: &str) -> Result<(), KernelError> {
+        self.lock().unwrap().restore(family, input)
+    }
+}
+
 fn family_prefix(family: IpFamily) -> &'static str {
     match family {
         IpFamily::V4 => "iptables",
@@ -470,8 +483,17 @@ pub fn split_args(line: &str) -> Vec<String> {
     let mut cur = String::new();
     let mut quoted = false;
     let mut in_word = false;
+    let mut escaped = false;
     for c in line.chars() {
+        if escaped {
+            // iptables-save escapes quotes inside a quoted comment
+            // (`\'hash ip:port\'`); the character itself is what counts.
+            cur.push(c);
+            escaped = false;
+            continue;
+        }
         match c {
+            '\\' if quoted => escaped = true,
             '"' => {
                 quoted = !quoted;
                 cur.push(c);
@@ -598,6 +620,12 @@ mod tests {
         assert_eq!(
             split_args(r#"-m comment --comment "a b: c" -j X"#),
             vec!["-m", "comment", "--comment", "\"a b: c\"", "-j", "X"]
+        );
+        // iptables-save escapes single quotes inside the comment; the rule
+        // written without the escapes is the same rule.
+        assert_eq!(
+            split_args(r#"--comment "type \'hash ip:port\'" -j X"#),
+            split_args(r#"--comment "type 'hash ip:port'" -j X"#),
         );
     }
 

@@ -1,0 +1,554 @@
+//! IPVS mode's iptables companions: the few fixed rules that masquerade,
+//! accept and filter Service traffic around IPVS, each matching one of the
+//! ipsets in `sets.rs`.
+//!
+//! The rules do not grow with the cluster (the sets do), so each sync reads
+//! the two tables back and rewrites only a chain that differs, and adds only
+//! a jump that is missing. Chain names, jumps, comments and the mark are
+//! upstream kube-proxy's, so `iptables-save` reads the same as under it.
+
+use ipnet::IpNet;
+
+use super::sets::{DesiredSets, Set, destroy_script, diff_sets};
+use crate::cluster::IpFamily;
+use crate::config::Config;
+use crate::iptables::ruleset::{Chain, Jump, RestorePlan, Ruleset, SavedTable};
+use crate::iptables::{Leftovers, cleanup_iptables_leftovers, remove_chains_and_jumps};
+use crate::kernel::ipset::Ipsets;
+use crate::kernel::iptables::Iptables;
+use crate::sync::SyncOutcome;
+
+const KUBE_SERVICES: &str = "KUBE-SERVICES";
+const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
+const KUBE_NODE_PORT: &str = "KUBE-NODE-PORT";
+const KUBE_LOAD_BALANCER: &str = "KUBE-LOAD-BALANCER";
+const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
+const KUBE_FORWARD: &str = "KUBE-FORWARD";
+const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
+const KUBE_SOURCE_RANGES_FIREWALL: &str = "KUBE-SOURCE-RANGES-FIREWALL";
+const KUBE_IPVS_FILTER: &str = "KUBE-IPVS-FILTER";
+const KUBE_IPVS_OUT_FILTER: &str = "KUBE-IPVS-OUT-FILTER";
+
+/// Every chain IPVS mode owns, per table.
+pub const NAT_CHAINS: &[&str] = &[
+    KUBE_SERVICES,
+    KUBE_POSTROUTING,
+    KUBE_NODE_PORT,
+    KUBE_LOAD_BALANCER,
+    KUBE_MARK_MASQ,
+];
+pub const FILTER_CHAINS: &[&str] = &[
+    KUBE_FORWARD,
+    KUBE_NODE_PORT,
+    KUBE_PROXY_FIREWALL,
+    KUBE_SOURCE_RANGES_FIREWALL,
+    KUBE_IPVS_FILTER,
+    KUBE_IPVS_OUT_FILTER,
+];
+
+/// What the rules depend on besides the sets.
+#[derive(Clone, Debug, Default)]
+pub struct RuleConfig {
+    pub masquerade_all: bool,
+    pub cluster_cidrs: Vec<IpNet>,
+    pub mark: u32,
+}
+
+impl From<&Config> for RuleConfig {
+    fn from(c: &Config) -> Self {
+        Self {
+            masquerade_all: c.masquerade_all,
+            cluster_cidrs: c.cluster_cidrs.clone(),
+            mark: c.masquerade_mark(),
+        }
+    }
+}
+
+fn q(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+/// The companion rules for `family`. A rule whose set is empty is left out,
+/// as upstream does, except the filters that must always hold.
+pub fn ruleset(family: IpFamily, sets: &DesiredSets, cfg: &RuleConfig) -> Ruleset {
+    let name = |s: Set| s.name(family);
+    let has = |s: Set| !sets.is_empty(family, s);
+    let commented = |s: Set, flags: &str, tail: &str| {
+        format!(
+            "-m comment --comment {} -m set --match-set {} {flags} {tail}",
+            q(s.comment()),
+            name(s)
+        )
+    };
+    let mark = format!("{:#x}", cfg.mark);
+
+    let mut services = vec![match family {
+        IpFamily::V4 => "-s 127.0.0.0/8 -j RETURN".to_string(),
+        IpFamily::V6 => "-s ::1/128 -j RETURN".to_string(),
+    }];
+    if has(Set::LoadBalancer) {
+        services.push(commented(
+            Set::LoadBalancer,
+            "dst,dst",
+            &format!("-j {KUBE_LOAD_BALANCER}"),
+        ));
+    }
+    if has(Set::ClusterIp) {
+        let cidr = cfg
+            .cluster_cidrs
+            .iter()
+            .find(|c| IpFamily::of(&c.addr()) == family);
+        services.push(match (cfg.masquerade_all, cidr) {
+            (true, _) => commented(Set::ClusterIp, "dst,dst", "-j KUBE-MARK-MASQ"),
+            // Traffic from outside the pod network to a cluster IP.
+            (false, Some(c)) => format!(
+                "! -s {c} {}",
+                commented(Set::ClusterIp, "dst,dst", "-j KUBE-MARK-MASQ")
+            ),
+            // Without a cluster CIDR only the node's own traffic sourced
+            // from a Service VIP needs it.
+            (false, None) => commented(Set::ClusterIp, "src,dst", "-j KUBE-MARK-MASQ"),
+        });
+    }
+    for (set, masq) in [(Set::ExternalIp, true), (Set::ExternalIpLocal, false)] {
+        if !has(set) {
+            continue;
+        }
+        if masq {
+            services.push(commented(set, "dst,dst", "-j KUBE-MARK-MASQ"));
+        }
+        // Accept external IPs arriving from outside (not bridged, not from
+        // the node itself) and those sent to a local address.
+        services.push(commented(
+            set,
+            "dst,dst",
+            "-m physdev ! --physdev-is-in -m addrtype ! --src-type LOCAL -j ACCEPT",
+        ));
+        services.push(commented(
+            set,
+            "dst,dst",
+            "-m addrtype --dst-type LOCAL -j ACCEPT",
+        ));
+    }
+    services.push(format!("-m addrtype --dst-type LOCAL -j {KUBE_NODE_PORT}"));
+    if has(Set::ClusterIp) {
+        services.push(format!(
+            "-m set --match-set {} dst,dst -j ACCEPT",
+            name(Set::ClusterIp)
+        ));
+    }
+    if has(Set::LoadBalancer) {
+        services.push(format!(
+            "-m set --match-set {} dst,dst -j ACCEPT",
+            name(Set::LoadBalancer)
+        ));
+    }
+
+    let mut load_balancer = Vec::new();
+    if has(Set::LoadBalancerLocal) {
+        load_balancer.push(commented(Set::LoadBalancerLocal, "dst,dst", "-j RETURN"));
+    }
+    load_balancer.push(format!("-j {KUBE_MARK_MASQ}"));
+
+    let mut node_port = Vec::new();
+    for (proto, plain, local, flags) in [
+        ("tcp", Set::NodePortTcp, Set::NodePortLocalTcp, "dst"),
+        ("udp", Set::NodePortUdp, Set::NodePortLocalUdp, "dst"),
+        ("sctp", Set::NodePortSctp, Set::NodePortLocalSctp, "dst,dst"),
+    ] {
+        // Local policy: leave the client's address alone.
+        if has(local) {
+            node_port.push(format!(
+                "-p {proto} {}",
+                commented(local, flags, "-j RETURN")
+            ));
+        }
+        if has(plain) {
+            node_port.push(format!(
+                "-p {proto} {}",
+                commented(plain, flags, "-j KUBE-MARK-MASQ")
+            ));
+        }
+    }
+
+    let mut postrouting = Vec::new();
+    if has(Set::LoopBack) {
+        postrouting.push(commented(Set::LoopBack, "dst,dst,src", "-j MASQUERADE"));
+    }
+    postrouting.push(format!("-m mark ! --mark {mark}/{mark} -j RETURN"));
+    // Clear the mark so a packet that goes through the stack again is not
+    // masqueraded twice.
+    postrouting.push(format!("-j MARK --xor-mark {mark}"));
+    postrouting.push(format!(
+        "-m comment --comment {} -j MASQUERADE --random-fully",
+        q("kubernetes service traffic requiring SNAT")
+    ));
+
+    let mut proxy_firewall = Vec::new();
+    if has(Set::LoadBalancerFw) {
+        proxy_firewall.push(commented(
+            Set::LoadBalancerFw,
+            "dst,dst",
+            &format!("-j {KUBE_SOURCE_RANGES_FIREWALL}"),
+        ));
+    }
+    let mut source_ranges = Vec::new();
+    for set in [Set::LoadBalancerSourceCidr, Set::LoadBalancerSourceIp] {
+        if has(set) {
+            source_ranges.push(commented(set, "dst,dst,src", "-j RETURN"));
+        }
+    }
+    source_ranges.push("-j DROP".to_string());
+
+    // New connections to a kube-ipvs0 address on a port no Service serves
+    // would otherwise reach whatever listens on the node.
+    let reject = match family {
+        IpFamily::V4 => "icmp-port-unreachable",
+        IpFamily::V6 => "icmp6-port-unreachable",
+    };
+    let mut ipvs_filter: Vec<String> = [
+        (Set::LoadBalancer, "dst,dst"),
+        (Set::ClusterIp, "dst,dst"),
+        (Set::ExternalIp, "dst,dst"),
+        (Set::ExternalIpLocal, "dst,dst"),
+        (Set::HealthCheckNodePort, "dst"),
+    ]
+    .iter()
+    .map(|(s, f)| format!("-m set --match-set {} {f} -j RETURN", name(*s)))
+    .collect();
+    ipvs_filter.push(format!(
+        "-m conntrack --ctstate NEW -m set --match-set {} dst -j REJECT --reject-with {reject}",
+        name(Set::IpvsIps)
+    ));
+
+    let chain = |n: &str, rules: Vec<String>| Chain {
+        name: n.to_string(),
+        rules,
+        owner: None,
+    };
+    Ruleset {
+        nat: crate::iptables::ruleset::Table {
+            chains: vec![
+                chain(KUBE_SERVICES, services),
+                chain(KUBE_POSTROUTING, postrouting),
+                chain(KUBE_NODE_PORT, node_port),
+                chain(KUBE_LOAD_BALANCER, load_balancer),
+                chain(KUBE_MARK_MASQ, vec![format!("-j MARK --or-mark {mark}")]),
+            ],
+        },
+        filter: crate::iptables::ruleset::Table {
+            chains: vec![
+                chain(
+                    KUBE_FORWARD,
+                    vec![
+                        format!(
+                            "-m comment --comment {} -m mark --mark {mark}/{mark} -j ACCEPT",
+                            q("kubernetes forwarding rules")
+                        ),
+                        format!(
+                            "-m comment --comment {} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                            q("kubernetes forwarding conntrack rule")
+                        ),
+                    ],
+                ),
+                chain(
+                    KUBE_NODE_PORT,
+                    vec![commented(Set::HealthCheckNodePort, "dst", "-j ACCEPT")],
+                ),
+                chain(KUBE_PROXY_FIREWALL, proxy_firewall),
+                chain(KUBE_SOURCE_RANGES_FIREWALL, source_ranges),
+                chain(KUBE_IPVS_FILTER, ipvs_filter),
+                chain(KUBE_IPVS_OUT_FILTER, Vec::new()),
+            ],
+        },
+        jumps: jumps(),
+    }
+}
+
+/// Jumps from the built-in chains, in upstream's order; each missing one is
+/// inserted at the top, so the last listed ends up first.
+fn jumps() -> Vec<Jump> {
+    let j = |table, from, comment: &str, to: &str| Jump {
+        table,
+        from,
+        rule: format!("-m comment --comment {} -j {to}", q(comment)),
+    };
+    vec![
+        j("nat", "OUTPUT", "kubernetes service portals", KUBE_SERVICES),
+        j(
+            "nat",
+            "PREROUTING",
+            "kubernetes service portals",
+            KUBE_SERVICES,
+        ),
+        j(
+            "nat",
+            "POSTROUTING",
+            "kubernetes postrouting rules",
+            KUBE_POSTROUTING,
+        ),
+        j(
+            "filter",
+            "FORWARD",
+            "kubernetes forwarding rules",
+            KUBE_FORWARD,
+        ),
+        j(
+            "filter",
+            "INPUT",
+            "kubernetes health check rules",
+            KUBE_NODE_PORT,
+        ),
+        j(
+            "filter",
+            "INPUT",
+            "kube-proxy firewall rules",
+            KUBE_PROXY_FIREWALL,
+        ),
+        j(
+            "filter",
+            "FORWARD",
+            "kube-proxy firewall rules",
+            KUBE_PROXY_FIREWALL,
+        ),
+        j(
+            "filter",
+            "INPUT",
+            "kubernetes ipvs access filter",
+            KUBE_IPVS_FILTER,
+        ),
+        j(
+            "filter",
+            "OUTPUT",
+            "kubernetes ipvs access filter",
+            KUBE_IPVS_OUT_FILTER,
+        ),
+    ]
+}
+
+/// The ipsets and iptables rules around IPVS, read back and corrected on
+/// every sync.
+pub struct Firewall {
+    ipt: Box<dyn Iptables>,
+    ipsets: Box<dyn Ipsets>,
+    families: Vec<IpFamily>,
+    cfg: RuleConfig,
+    /// The iptables mode's leftovers are removed once, after the first sync
+    /// has rewritten the chains both modes share (so nothing refers to the
+    /// per-Service chains any more, and the shared ones never go missing).
+    leftovers_removed: bool,
+}
+
+impl Firewall {
+    pub fn new(
+        ipt: Box<dyn Iptables>,
+        ipsets: Box<dyn Ipsets>,
+        families: Vec<IpFamily>,
+        cfg: RuleConfig,
+    ) -> Self {
+        Self {
+            ipt,
+            ipsets,
+            families,
+            cfg,
+            leftovers_removed: false,
+        }
+    }
+
+    /// Bring sets and rules to the plan. Sets first: a rule may only name
+    /// a set that exists, and its members should be in place before the
+    /// rule matches on them.
+    pub fn sync(&mut self, sets: &DesiredSets, outcome: &mut SyncOutcome) {
+        let live = match self.ipsets.save() {
+            Ok(l) => l,
+            Err(e) => {
+                outcome.errors.push(format!("reading ipsets: {e}"));
+                return;
+            }
+        };
+        let changes = diff_sets(sets, &live, &self.families);
+        outcome.errors.extend(changes.conflicts.iter().cloned());
+        if !changes.script.is_empty() {
+            match self.ipsets.restore(&changes.script) {
+                Ok(()) => {
+                    for (kind, n) in [
+                        ("create_ipset", changes.created),
+                        ("add_ipset_entry", changes.added),
+                        ("delete_ipset_entry", changes.deleted),
+                    ] {
+                        if n > 0 {
+                            *outcome.ops.entry(kind).or_default() += n as u64;
+                        }
+                    }
+                }
+                Err(e) => {
+                    outcome.errors.push(e.to_string());
+                    // Rules naming a set that was not created would be refused
+                    // as a whole; try them only if every set exists.
+                    if changes.created > 0 {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut all_ok = true;
+        for family in self.families.clone() {
+            let rs = ruleset(family, sets, &self.cfg);
+            match self.restore_differences(family, &rs) {
+                Ok(0) => {}
+                Ok(n) => *outcome.ops.entry("restore_rules").or_default() += n as u64,
+                Err(e) => {
+                    all_ok = false;
+                    outcome
+                        .errors
+                        .push(format!("{family} companion rules: {e}"));
+                }
+            }
+        }
+        if all_ok && !self.leftovers_removed {
+            self.leftovers_removed = true;
+            let keep = ruleset(IpFamily::V4, sets, &self.cfg);
+            let families = self.families.clone();
+            for e in
+                cleanup_iptables_leftovers(self.ipt.as_mut(), &families, Leftovers::AllBut(&keep))
+            {
+                outcome
+                    .errors
+                    .push(format!("removing iptables-mode leftovers: {e}"));
+            }
+        }
+    }
+
+    /// Restore the chains of `rs` that differ from the kernel and the jumps
+    /// that are missing; returns how many chains and jumps were written.
+    fn restore_differences(
+        &mut self,
+        family: IpFamily,
+        rs: &Ruleset,
+    ) -> Result<usize, crate::kernel::KernelError> {
+        let text = self.ipt.save(family)?;
+        let nat = SavedTable::parse(&text, "nat");
+        let filter = SavedTable::parse(&text, "filter");
+        let plan = RestorePlan {
+            nat: rs
+                .nat
+                .chains
+                .iter()
+                .filter(|c| !nat.matches(&c.name, &c.rules))
+                .collect(),
+            filter: rs
+                .filter
+                .chains
+                .iter()
+                .filter(|c| !filter.matches(&c.name, &c.rules))
+                .collect(),
+            jumps: rs
+                .jumps
+                .iter()
+                .filter(|j| {
+                    let saved = if j.table == "nat" { &nat } else { &filter };
+                    !saved.contains_rule(j.from, &j.rule)
+                })
+                .collect(),
+            ..Default::default()
+        };
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        for c in plan.nat.iter().chain(&plan.filter) {
+            tracing::debug!(%family, chain = %c.name, "writing companion chain");
+        }
+        self.ipt.restore(family, &plan.render())?;
+        Ok(plan.nat.len() + plan.filter.len() + plan.jumps.len())
+    }
+
+    /// What `sync` would change, one line each.
+    pub fn dry_run(&mut self, sets: &DesiredSets) -> Vec<String> {
+        let mut lines = Vec::new();
+        match self.ipsets.save() {
+            Ok(live) => {
+                let c = diff_sets(sets, &live, &self.families);
+                lines.push(format!(
+                    "# ipsets: {} to create, {} member(s) to add, {} to delete",
+                    c.created, c.added, c.deleted
+                ));
+                lines.extend(c.conflicts.iter().map(|e| format!("# {e}")));
+                lines.extend(
+                    c.script
+                        .lines()
+                        .filter(|l| !l.starts_with("create"))
+                        .map(|l| format!("ipset {l}")),
+                );
+            }
+            Err(e) => lines.push(format!("# reading ipsets: {e}")),
+        }
+        for family in self.families.clone() {
+            let rs = ruleset(family, sets, &self.cfg);
+            match self.ipt.save(family) {
+                Ok(text) => {
+                    for (table, chains) in [("nat", &rs.nat.chains), ("filter", &rs.filter.chains)]
+                    {
+                        let saved = SavedTable::parse(&text, table);
+                        for c in chains.iter().filter(|c| !saved.matches(&c.name, &c.rules)) {
+                            lines.push(format!(
+                                "# {family} {table} chain {} to write ({} rules)",
+                                c.name,
+                                c.rules.len()
+                            ));
+                        }
+                    }
+                }
+                Err(e) => lines.push(format!("# reading {family} iptables: {e}")),
+            }
+        }
+        lines
+    }
+
+    /// Remove every companion jump, chain and set; keep going after errors.
+    /// Sets go last: the kernel refuses to destroy a set a rule still uses.
+    pub fn cleanup(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for family in self.families.clone() {
+            let text = match self.ipt.save(family) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(format!("{family} cleanup: {e}"));
+                    continue;
+                }
+            };
+            let jumps = jumps();
+            for (table, owned) in [("nat", NAT_CHAINS), ("filter", FILTER_CHAINS)] {
+                let saved = SavedTable::parse(&text, table);
+                let unlink: Vec<String> = jumps
+                    .iter()
+                    .filter(|j| j.table == table && saved.contains_rule(j.from, &j.rule))
+                    .map(|j| format!("-D {} {}", j.from, j.rule))
+                    .collect();
+                let doomed: Vec<String> = owned
+                    .iter()
+                    .filter(|c| saved.has(c))
+                    .map(|c| c.to_string())
+                    .collect();
+                errors.extend(remove_chains_and_jumps(
+                    self.ipt.as_mut(),
+                    family,
+                    table,
+                    &unlink,
+                    &doomed,
+                ));
+            }
+        }
+        match self.ipsets.save() {
+            Ok(live) => {
+                let script = destroy_script(&live);
+                if !script.is_empty()
+                    && let Err(e) = self.ipsets.restore(&script)
+                {
+                    errors.push(e.to_string());
+                }
+            }
+            Err(e) => errors.push(format!("reading ipsets: {e}")),
+        }
+        errors
+    }
+}

@@ -1,0 +1,396 @@
+//! The ipsets of IPVS mode: which sets exist, what each holds, and the diff
+//! from desired entries to one `ipset restore` script.
+//!
+//! IPVS does the load balancing; iptables still has to masquerade, accept
+//! and filter. Rules that name every Service would grow with the cluster, so
+//! each rule matches an ipset instead and the sets carry the per-Service
+//! data. The names, types and entry formats are upstream kube-proxy's, so
+//! `ipset list` reads the same on a node that ran either.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::cluster::{IpFamily, Protocol};
+use crate::kernel::ipset::LiveSet;
+
+/// One of IPVS mode's ipsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Set {
+    LoopBack,
+    ClusterIp,
+    ExternalIp,
+    ExternalIpLocal,
+    LoadBalancer,
+    LoadBalancerLocal,
+    LoadBalancerFw,
+    LoadBalancerSourceCidr,
+    LoadBalancerSourceIp,
+    NodePortTcp,
+    NodePortLocalTcp,
+    NodePortUdp,
+    NodePortLocalUdp,
+    NodePortSctp,
+    NodePortLocalSctp,
+    HealthCheckNodePort,
+    IpvsIps,
+}
+
+impl Set {
+    pub const ALL: [Set; 17] = [
+        Set::LoopBack,
+        Set::ClusterIp,
+        Set::ExternalIp,
+        Set::ExternalIpLocal,
+        Set::LoadBalancer,
+        Set::LoadBalancerLocal,
+        Set::LoadBalancerFw,
+        Set::LoadBalancerSourceCidr,
+        Set::LoadBalancerSourceIp,
+        Set::NodePortTcp,
+        Set::NodePortLocalTcp,
+        Set::NodePortUdp,
+        Set::NodePortLocalUdp,
+        Set::NodePortSctp,
+        Set::NodePortLocalSctp,
+        Set::HealthCheckNodePort,
+        Set::IpvsIps,
+    ];
+
+    /// The IPv4 name (upstream's).
+    fn base_name(self) -> &'static str {
+        match self {
+            Set::LoopBack => "KUBE-LOOP-BACK",
+            Set::ClusterIp => "KUBE-CLUSTER-IP",
+            Set::ExternalIp => "KUBE-EXTERNAL-IP",
+            Set::ExternalIpLocal => "KUBE-EXTERNAL-IP-LOCAL",
+            Set::LoadBalancer => "KUBE-LOAD-BALANCER",
+            Set::LoadBalancerLocal => "KUBE-LOAD-BALANCER-LOCAL",
+            Set::LoadBalancerFw => "KUBE-LOAD-BALANCER-FW",
+            Set::LoadBalancerSourceCidr => "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+            Set::LoadBalancerSourceIp => "KUBE-LOAD-BALANCER-SOURCE-IP",
+            Set::NodePortTcp => "KUBE-NODE-PORT-TCP",
+            Set::NodePortLocalTcp => "KUBE-NODE-PORT-LOCAL-TCP",
+            Set::NodePortUdp => "KUBE-NODE-PORT-UDP",
+            Set::NodePortLocalUdp => "KUBE-NODE-PORT-LOCAL-UDP",
+            Set::NodePortSctp => "KUBE-NODE-PORT-SCTP-HASH",
+            Set::NodePortLocalSctp => "KUBE-NODE-PORT-LOCAL-SCTP-HASH",
+            Set::HealthCheckNodePort => "KUBE-HEALTH-CHECK-NODE-PORT",
+            Set::IpvsIps => "KUBE-IPVS-IPS",
+        }
+    }
+
+    /// The set's name in `family`. IPv6 sets are named as upstream names
+    /// them: `KUBE-` becomes `KUBE-6-`, cut to the kernel's 31 characters.
+    pub fn name(self, family: IpFamily) -> String {
+        match family {
+            IpFamily::V4 => self.base_name().to_string(),
+            IpFamily::V6 => {
+                let mut n = self.base_name().replacen("KUBE-", "KUBE-6-", 1);
+                n.truncate(31);
+                n
+            }
+        }
+    }
+
+    pub fn set_type(self) -> &'static str {
+        match self {
+            Set::LoopBack | Set::LoadBalancerSourceIp => "hash:ip,port,ip",
+            Set::LoadBalancerSourceCidr => "hash:ip,port,net",
+            Set::NodePortTcp
+            | Set::NodePortLocalTcp
+            | Set::NodePortUdp
+            | Set::NodePortLocalUdp
+            | Set::HealthCheckNodePort => "bitmap:port",
+            Set::IpvsIps => "hash:ip",
+            _ => "hash:ip,port",
+        }
+    }
+
+    /// The comment of the iptables rule that matches this set.
+    pub fn comment(self) -> &'static str {
+        match self {
+            Set::LoopBack => {
+                "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"
+            }
+            Set::ClusterIp => "Kubernetes service cluster ip + port for masquerade purpose",
+            Set::ExternalIp => {
+                "Kubernetes service external ip + port for masquerade and filter purpose"
+            }
+            Set::ExternalIpLocal => {
+                "Kubernetes service external ip + port with externalTrafficPolicy=local"
+            }
+            Set::LoadBalancer => "Kubernetes service lb portal",
+            Set::LoadBalancerLocal => {
+                "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"
+            }
+            Set::LoadBalancerFw => {
+                "Kubernetes service load balancer ip + port for load balancer with sourceRange"
+            }
+            Set::LoadBalancerSourceCidr => {
+                "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"
+            }
+            Set::LoadBalancerSourceIp => {
+                "Kubernetes service load balancer ip + port + source IP for packet filter purpose"
+            }
+            Set::NodePortTcp => "Kubernetes nodeport TCP port for masquerade purpose",
+            Set::NodePortLocalTcp => {
+                "Kubernetes nodeport TCP port with externalTrafficPolicy=local"
+            }
+            Set::NodePortUdp => "Kubernetes nodeport UDP port for masquerade purpose",
+            Set::NodePortLocalUdp => {
+                "Kubernetes nodeport UDP port with externalTrafficPolicy=local"
+            }
+            Set::NodePortSctp => {
+                "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"
+            }
+            Set::NodePortLocalSctp => {
+                "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"
+            }
+            Set::HealthCheckNodePort => "Kubernetes health check node port",
+            Set::IpvsIps => "Addresses on the ipvs interface",
+        }
+    }
+
+    /// `ipset create` arguments after the name.
+    fn create_args(self, family: IpFamily) -> String {
+        match self.set_type() {
+            "bitmap:port" => "bitmap:port range 0-65535".to_string(),
+            t => format!(
+                "{t} family {} hashsize 1024 maxelem 65536",
+                match family {
+                    IpFamily::V4 => "inet",
+                    IpFamily::V6 => "inet6",
+                }
+            ),
+        }
+    }
+
+    /// The NodePort sets for `protocol` (plain, Local).
+    pub fn node_port(protocol: Protocol) -> (Set, Set) {
+        match protocol {
+            Protocol::Tcp => (Set::NodePortTcp, Set::NodePortLocalTcp),
+            Protocol::Udp => (Set::NodePortUdp, Set::NodePortLocalUdp),
+            Protocol::Sctp => (Set::NodePortSctp, Set::NodePortLocalSctp),
+        }
+    }
+}
+
+/// `ip,proto:port`, as `ipset save` prints a hash:ip,port member.
+pub fn ip_port(ip: IpAddr, protocol: Protocol, port: u16) -> String {
+    format!("{ip},{}:{port}", protocol.lower())
+}
+
+/// `ip,proto:port,ip2` (hash:ip,port,ip).
+pub fn ip_port_ip(ip: IpAddr, protocol: Protocol, port: u16, ip2: IpAddr) -> String {
+    format!("{},{ip2}", ip_port(ip, protocol, port))
+}
+
+/// `ip,proto:port,net` (hash:ip,port,net). The kernel prints a host-length
+/// network without its prefix, so a /32 (or /128) is written that way too.
+pub fn ip_port_net(ip: IpAddr, protocol: Protocol, port: u16, net: IpNet) -> String {
+    let net = net.trunc();
+    if net.prefix_len() == net.max_prefix_len() {
+        format!("{},{}", ip_port(ip, protocol, port), net.addr())
+    } else {
+        format!("{},{net}", ip_port(ip, protocol, port))
+    }
+}
+
+/// Desired members of every set, per family. Sets without members still
+/// exist in the kernel (the rules name them); they are just empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredSets {
+    pub members: BTreeMap<(IpFamily, Set), BTreeSet<String>>,
+}
+
+impl DesiredSets {
+    pub fn add(&mut self, family: IpFamily, set: Set, entry: String) {
+        self.members.entry((family, set)).or_default().insert(entry);
+    }
+
+    pub fn get(&self, family: IpFamily, set: Set) -> Option<&BTreeSet<String>> {
+        self.members.get(&(family, set))
+    }
+
+    pub fn is_empty(&self, family: IpFamily, set: Set) -> bool {
+        self.get(family, set).is_none_or(|m| m.is_empty())
+    }
+
+    /// Every member as `SET-NAME entry` lines, sorted (for goldens).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for ((family, set), members) in &self.members {
+            for m in members {
+                let _ = writeln!(out, "{} {m}", set.name(*family));
+            }
+        }
+        out
+    }
+}
+
+/// What a set diff does, for counting kernel operations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetChanges {
+    /// `ipset restore` input; empty when nothing changes.
+    pub script: String,
+    pub created: usize,
+    pub added: usize,
+    pub deleted: usize,
+    /// Sets kproxy cannot use as they are (same name, other type).
+    pub conflicts: Vec<String>,
+}
+
+/// The restore script that turns `live` into `desired` for `families`: the
+/// missing sets created, missing members added, stale ones deleted. Sets
+/// other than IPVS mode's own are never named.
+pub fn diff_sets(
+    desired: &DesiredSets,
+    live: &BTreeMap<String, LiveSet>,
+    families: &[IpFamily],
+) -> SetChanges {
+    let mut c = SetChanges::default();
+    let empty = BTreeSet::new();
+    for &family in families {
+        for set in Set::ALL {
+            let name = set.name(family);
+            let want = desired.get(family, set).unwrap_or(&empty);
+            let have = match live.get(&name) {
+                Some(l) if l.set_type != set.set_type() => {
+                    c.conflicts.push(format!(
+                        "ipset {name} exists with type {}, but kproxy needs {}; remove it (ipset destroy {name}) so kproxy can create it",
+                        l.set_type,
+                        set.set_type()
+                    ));
+                    continue;
+                }
+                Some(l) => &l.entries,
+                None => {
+                    let _ = writeln!(c.script, "create {name} {}", set.create_args(family));
+                    c.created += 1;
+                    &empty
+                }
+            };
+            for m in want.difference(have) {
+                let _ = writeln!(c.script, "add {name} {m}");
+                c.added += 1;
+            }
+            for m in have.difference(want) {
+                let _ = writeln!(c.script, "del {name} {m}");
+                c.deleted += 1;
+            }
+        }
+    }
+    c
+}
+
+/// `ipset restore` input that destroys every IPVS-mode set present in `live`
+/// (both families). Only valid once no rule refers to them.
+pub fn destroy_script(live: &BTreeMap<String, LiveSet>) -> String {
+    let mut out = String::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        for set in Set::ALL {
+            let name = set.name(family);
+            if live.contains_key(&name) {
+                let _ = writeln!(out, "destroy {name}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_names_follow_upstream_and_fit_the_kernel_limit() {
+        assert_eq!(Set::ClusterIp.name(IpFamily::V6), "KUBE-6-CLUSTER-IP");
+        assert_eq!(
+            Set::LoadBalancerSourceCidr.name(IpFamily::V6),
+            "KUBE-6-LOAD-BALANCER-SOURCE-CID"
+        );
+        assert_eq!(
+            Set::NodePortLocalSctp.name(IpFamily::V6),
+            "KUBE-6-NODE-PORT-LOCAL-SCTP-HAS"
+        );
+        for set in Set::ALL {
+            for f in [IpFamily::V4, IpFamily::V6] {
+                assert!(set.name(f).len() <= 31, "{}", set.name(f));
+            }
+        }
+        let names: BTreeSet<String> = Set::ALL
+            .iter()
+            .flat_map(|s| [s.name(IpFamily::V4), s.name(IpFamily::V6)])
+            .collect();
+        assert_eq!(names.len(), 34, "set names must not collide");
+    }
+
+    #[test]
+    fn entries_are_written_as_the_kernel_prints_them() {
+        let ip: IpAddr = "10.96.0.1".parse().unwrap();
+        assert_eq!(ip_port(ip, Protocol::Tcp, 443), "10.96.0.1,tcp:443");
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(ip_port(v6, Protocol::Udp, 53), "fd00::1,udp:53");
+        let lb: IpAddr = "1.2.3.4".parse().unwrap();
+        assert_eq!(
+            ip_port_net(lb, Protocol::Tcp, 80, "10.1.2.3/8".parse().unwrap()),
+            "1.2.3.4,tcp:80,10.0.0.0/8"
+        );
+        assert_eq!(
+            ip_port_net(lb, Protocol::Tcp, 80, "192.0.2.7/32".parse().unwrap()),
+            "1.2.3.4,tcp:80,192.0.2.7"
+        );
+        assert_eq!(
+            ip_port_ip(lb, Protocol::Sctp, 80, lb),
+            "1.2.3.4,sctp:80,1.2.3.4"
+        );
+    }
+
+    #[test]
+    fn the_diff_creates_adds_and_deletes_only_what_differs() {
+        let mut desired = DesiredSets::default();
+        desired.add(IpFamily::V4, Set::ClusterIp, "10.96.0.1,tcp:443".into());
+        desired.add(IpFamily::V4, Set::ClusterIp, "10.96.0.10,udp:53".into());
+        let first = diff_sets(&desired, &BTreeMap::new(), &[IpFamily::V4]);
+        assert_eq!(first.created, 17);
+        assert_eq!(first.added, 2);
+        assert_eq!(first.deleted, 0);
+        // Every create comes before the adds into that set.
+        let create = first.script.find("create KUBE-CLUSTER-IP ").unwrap();
+        let add = first.script.find("add KUBE-CLUSTER-IP ").unwrap();
+        assert!(create < add);
+
+        let mut live = crate::kernel::ipset::parse_save(&first.script.replace(
+            "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536",
+            "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536 bucketsize 12",
+        ));
+        assert_eq!(
+            diff_sets(&desired, &live, &[IpFamily::V4]),
+            SetChanges::default()
+        );
+
+        // An operator's set is never named; a stale member is deleted.
+        live.insert("OPERATOR".into(), LiveSet::default());
+        live.get_mut("KUBE-CLUSTER-IP")
+            .unwrap()
+            .entries
+            .insert("10.96.0.99,tcp:80".into());
+        let c = diff_sets(&desired, &live, &[IpFamily::V4]);
+        assert_eq!(c.script, "del KUBE-CLUSTER-IP 10.96.0.99,tcp:80\n");
+        assert!(!destroy_script(&live).contains("OPERATOR"));
+
+        // A set of the wrong type is reported, not destroyed behind anyone's back.
+        live.get_mut("KUBE-NODE-PORT-TCP").unwrap().set_type = "hash:ip".into();
+        let c = diff_sets(&desired, &live, &[IpFamily::V4]);
+        assert_eq!(c.conflicts.len(), 1);
+        assert!(
+            c.conflicts[0].contains("KUBE-NODE-PORT-TCP"),
+            "{:?}",
+            c.conflicts
+        );
+        assert!(!c.script.contains("KUBE-NODE-PORT-TCP"));
+    }
+}
