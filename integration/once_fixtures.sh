@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `kproxy --once` on each planner fixture, in a fresh network namespace:
-# what `ipvsadm -Ln` and kube-ipvs0 show must equal the reviewed expectation
-# (the fixture's .ipvsadm file) exactly.
+# what `ipvsadm -Ln`, kube-ipvs0 and `ipset save` show must equal the
+# reviewed expectation (the fixture's .ipvsadm file) exactly.
 source "$(dirname "$0")/lib/common.sh"
 
 one() {
@@ -15,10 +15,13 @@ one() {
   "$KPROXY" --once --manifests "$WORK/$name" --hostname-override node-1 $flags 2>"$WORK/$name.log" \
     || { cat "$WORK/$name.log"; fail "$name: kproxy --once exited non-zero"; }
   expected="${fixture%.yaml}.ipvsadm"
-  diff -u <(grep -v -e '^kube-ipvs0:' -e '^no local endpoints:' -e '^refused:' "$expected") <(ipvs_table) \
+  diff -u <(grep -v -e '^kube-ipvs0:' -e '^no local endpoints:' -e '^refused:' -e '^ipset:' "$expected") <(ipvs_table) \
     || fail "$name: ipvsadm -Ln differs from $expected"
   diff -u <(sed -n 's/^kube-ipvs0: *//p' "$expected") <(ipvs0_addrs) \
     || fail "$name: kube-ipvs0 addresses differ"
+  diff -u <(grep '^ipset:' "$expected" | LC_ALL=C sort) \
+    <(ipset save | awk '$1 == "add" { print "ipset: " $2 " " $3 }' | LC_ALL=C sort) \
+    || fail "$name: ipset members differ from $expected"
   echo "ok $name"
 }
 

@@ -46,6 +46,10 @@ add_pod() {
   ip netns add "$ns"
   ip link add "$veth" type veth peer name eth0 netns "$ns"
   ip link set "$veth" up
+  # The pod's routes are on-link; like Calico's host-side veths, the node
+  # answers ARP for every address it routes (other hosts' clients included),
+  # not only for its own.
+  sysctl -qw "net.ipv4.conf.$veth.proxy_arp=1"
   ip -n "$ns" link set lo up
   ip -n "$ns" addr add "$ip4/32" dev eth0
   ip -n "$ns" link set eth0 up
