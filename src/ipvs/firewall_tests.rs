@@ -189,6 +189,9 @@ fn the_first_sync_writes_sets_and_rules_and_the_next_writes_nothing() {
     let again = w.proxier.sync(&state, None);
     assert!(again.ok(), "{:?}", again.errors);
     assert_eq!(again.total_ops(), 0, "{:?}", again.ops);
+    // Neither sync listed a set's members: the first found no sets, the
+    // second found the counts it had written.
+    assert!(w.ipsets.lock().unwrap().member_reads.is_empty());
     assert_eq!(
         (
             w.ipt.lock().unwrap().restores.len(),
@@ -253,7 +256,7 @@ fn drift_in_sets_and_chains_is_repaired_and_only_there() {
     w.ipsets
         .lock()
         .unwrap()
-        .restore("flush KUBE-CLUSTER-IP\nadd KUBE-CLUSTER-IP 10.1.1.1,tcp:1\n")
+        .restore("add KUBE-CLUSTER-IP 10.1.1.1,tcp:1\n")
         .unwrap();
     {
         let mut ipt = w.ipt.lock().unwrap();
@@ -279,6 +282,58 @@ fn drift_in_sets_and_chains_is_repaired_and_only_there() {
     assert!(input.contains(":KUBE-POSTROUTING - [0:0]"), "{input}");
     assert!(!input.contains(":KUBE-SERVICES"), "{input}");
     assert!(input.contains("-I POSTROUTING 1 "), "{input}");
+}
+
+#[test]
+fn members_are_read_only_when_counts_disagree_or_after_a_restart() {
+    let mut w = world();
+    let (state, _) = state_from_yaml(&fixture("nodeport.yaml"), &w.config);
+    assert!(w.proxier.sync(&state, None).ok());
+    // A member swapped behind kproxy's back keeps the count: found by the
+    // periodic full read, at the latest FULL_READ_EVERY syncs later.
+    w.ipsets
+        .lock()
+        .unwrap()
+        .restore("flush KUBE-CLUSTER-IP\nadd KUBE-CLUSTER-IP 10.1.1.1,tcp:1\n")
+        .unwrap();
+    let mut repaired_after = None;
+    for n in 1..=25 {
+        assert!(w.proxier.sync(&state, None).ok());
+        if members(&w, "KUBE-CLUSTER-IP") == ["10.96.0.20,tcp:80"] {
+            repaired_after = Some(n);
+            break;
+        }
+    }
+    assert!(
+        repaired_after.is_some_and(|n| n <= 20),
+        "{repaired_after:?}"
+    );
+
+    // A new process (a restart) trusts nothing it did not write: it reads
+    // the members of every set that is not empty, and only those.
+    let ipsets = w.ipsets.clone();
+    ipsets.lock().unwrap().member_reads.clear();
+    let mut fresh = Firewall::new(
+        Box::new(w.ipt.clone()),
+        Box::new(ipsets.clone()),
+        vec![IpFamily::V4, IpFamily::V6],
+        RuleConfig::from(&w.config),
+    );
+    let p = plan(&state, &test_node(), &PlanConfig::from(&w.config));
+    let mut out = crate::sync::SyncOutcome::default();
+    fresh.sync(&p.sets, &mut out);
+    assert!(out.ok(), "{:?}", out.errors);
+    let mut reads = ipsets.lock().unwrap().member_reads.clone();
+    reads.sort();
+    assert_eq!(
+        reads,
+        [
+            "KUBE-CLUSTER-IP",
+            "KUBE-IPVS-IPS",
+            "KUBE-LOOP-BACK",
+            "KUBE-NODE-PORT-TCP"
+        ]
+    );
 }
 
 #[test]
@@ -434,6 +489,20 @@ impl Ipsets for ReleaseWhenRulesGone {
         crate::kernel::KernelError,
     > {
         self.ipsets.lock().unwrap().save()
+    }
+    fn headers(
+        &mut self,
+    ) -> Result<
+        std::collections::BTreeMap<String, crate::kernel::ipset::SetHeader>,
+        crate::kernel::KernelError,
+    > {
+        self.ipsets.lock().unwrap().headers()
+    }
+    fn save_set(
+        &mut self,
+        name: &str,
+    ) -> Result<crate::kernel::ipset::LiveSet, crate::kernel::KernelError> {
+        self.ipsets.lock().unwrap().save_set(name)
     }
     fn restore(&mut self, script: &str) -> Result<(), crate::kernel::KernelError> {
         let rules_left = self

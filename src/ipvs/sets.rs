@@ -288,7 +288,7 @@ pub fn diff_sets(
 
 /// `ipset restore` input that destroys every IPVS-mode set present in `live`
 /// (both families). Only valid once no rule refers to them.
-pub fn destroy_script(live: &BTreeMap<String, LiveSet>) -> String {
+pub fn destroy_script<T>(live: &BTreeMap<String, T>) -> String {
     let mut out = String::new();
     for family in [IpFamily::V4, IpFamily::V6] {
         for set in Set::ALL {

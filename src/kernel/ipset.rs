@@ -22,10 +22,22 @@ pub struct LiveSet {
     pub entries: BTreeSet<String>,
 }
 
+/// A set's header as `ipset list -t` shows it: no members, so cheap to
+/// read however large the set is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetHeader {
+    pub set_type: String,
+    pub entries: usize,
+}
+
 /// The ipset kernel boundary.
 pub trait Ipsets: Send {
     /// Every set in this network namespace, by name.
     fn save(&mut self) -> Result<BTreeMap<String, LiveSet>, KernelError>;
+    /// Every set's type and member count, without the members.
+    fn headers(&mut self) -> Result<BTreeMap<String, SetHeader>, KernelError>;
+    /// One set with its members.
+    fn save_set(&mut self, name: &str) -> Result<LiveSet, KernelError>;
     /// Run `script` (ipset restore commands, one per line) with `-exist`, so
     /// that creating an existing set, adding a present entry or deleting an
     /// absent one are not errors.
@@ -36,9 +48,37 @@ impl<T: Ipsets> Ipsets for std::sync::Arc<std::sync::Mutex<T>> {
     fn save(&mut self) -> Result<BTreeMap<String, LiveSet>, KernelError> {
         self.lock().unwrap().save()
     }
+    fn headers(&mut self) -> Result<BTreeMap<String, SetHeader>, KernelError> {
+        self.lock().unwrap().headers()
+    }
+    fn save_set(&mut self, name: &str) -> Result<LiveSet, KernelError> {
+        self.lock().unwrap().save_set(name)
+    }
     fn restore(&mut self, script: &str) -> Result<(), KernelError> {
         self.lock().unwrap().restore(script)
     }
+}
+
+/// Parse `ipset list -t` output.
+pub fn parse_headers(text: &str) -> BTreeMap<String, SetHeader> {
+    let mut out = BTreeMap::new();
+    let mut name: Option<String> = None;
+    let mut header = SetHeader::default();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("Name: ") {
+            if let Some(prev) = name.replace(n.trim().to_string()) {
+                out.insert(prev, std::mem::take(&mut header));
+            }
+        } else if let Some(t) = line.strip_prefix("Type: ") {
+            header.set_type = t.trim().to_string();
+        } else if let Some(n) = line.strip_prefix("Number of entries: ") {
+            header.entries = n.trim().parse().unwrap_or(0);
+        }
+    }
+    if let Some(n) = name {
+        out.insert(n, header);
+    }
+    out
 }
 
 /// Parse `ipset save` output.
@@ -85,19 +125,34 @@ impl IpsetCmd {
     }
 }
 
+fn run_ipset(args: &[&str]) -> Result<String, KernelError> {
+    let op = format!("ipset {}", args.join(" "));
+    let out = Command::new("ipset")
+        .args(args)
+        .output()
+        .map_err(|e| KernelError::new(&op, e.to_string()))?;
+    if !out.status.success() {
+        return Err(KernelError::new(
+            op,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 impl Ipsets for IpsetCmd {
     fn save(&mut self) -> Result<BTreeMap<String, LiveSet>, KernelError> {
-        let out = Command::new("ipset")
-            .arg("save")
-            .output()
-            .map_err(|e| KernelError::new("ipset save", e.to_string()))?;
-        if !out.status.success() {
-            return Err(KernelError::new(
-                "ipset save",
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
-        }
-        Ok(parse_save(&String::from_utf8_lossy(&out.stdout)))
+        Ok(parse_save(&run_ipset(&["save"])?))
+    }
+
+    fn headers(&mut self) -> Result<BTreeMap<String, SetHeader>, KernelError> {
+        Ok(parse_headers(&run_ipset(&["list", "-t"])?))
+    }
+
+    fn save_set(&mut self, name: &str) -> Result<LiveSet, KernelError> {
+        parse_save(&run_ipset(&["save", name])?)
+            .remove(name)
+            .ok_or_else(|| KernelError::new(format!("ipset save {name}"), "no such set"))
     }
 
     fn restore(&mut self, script: &str) -> Result<(), KernelError> {
@@ -139,6 +194,8 @@ pub struct IpsetTwin {
     pub in_use: BTreeSet<String>,
     /// The next `n` restores fail without changing anything.
     pub fail_restores: usize,
+    /// Sets whose members were read (`save_set`), in order.
+    pub member_reads: Vec<String>,
 }
 
 impl IpsetTwin {
@@ -207,6 +264,28 @@ impl Ipsets for IpsetTwin {
         Ok(self.sets.clone())
     }
 
+    fn headers(&mut self) -> Result<BTreeMap<String, SetHeader>, KernelError> {
+        Ok(self
+            .sets
+            .iter()
+            .map(|(n, s)| {
+                let h = SetHeader {
+                    set_type: s.set_type.clone(),
+                    entries: s.entries.len(),
+                };
+                (n.clone(), h)
+            })
+            .collect())
+    }
+
+    fn save_set(&mut self, name: &str) -> Result<LiveSet, KernelError> {
+        self.member_reads.push(name.to_string());
+        self.sets
+            .get(name)
+            .cloned()
+            .ok_or_else(|| KernelError::new(format!("ipset save {name}"), "no such set"))
+    }
+
     fn restore(&mut self, script: &str) -> Result<(), KernelError> {
         self.restores.push(script.to_string());
         if self.fail_restores > 0 {
@@ -246,6 +325,25 @@ mod tests {
             ["10.96.0.1,tcp:443", "10.96.0.10,udp:53"]
         );
         assert!(sets["KUBE-NODE-PORT-TCP"].entries.contains("30080"));
+    }
+
+    #[test]
+    fn terse_listing_gives_type_and_count_per_set() {
+        let text = "Name: KUBE-CLUSTER-IP\nType: hash:ip,port\nRevision: 6\n\
+                    Header: family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1\n\
+                    Size in memory: 504\nReferences: 2\nNumber of entries: 10000\n\
+                    Name: KUBE-NODE-PORT-TCP\nType: bitmap:port\nRevision: 3\n\
+                    Header: range 0-65535\nSize in memory: 8268\nReferences: 1\nNumber of entries: 0\n";
+        let h = parse_headers(text);
+        assert_eq!(
+            h["KUBE-CLUSTER-IP"],
+            SetHeader {
+                set_type: "hash:ip,port".into(),
+                entries: 10000
+            }
+        );
+        assert_eq!(h["KUBE-NODE-PORT-TCP"].entries, 0);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
