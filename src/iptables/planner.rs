@@ -186,7 +186,8 @@ fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
 }
 
-fn quoted(s: &str) -> String {
+/// A rule argument in double quotes, as iptables-save prints comments.
+pub fn quoted(s: &str) -> String {
     format!("\"{s}\"")
 }
 

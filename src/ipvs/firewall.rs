@@ -21,33 +21,16 @@ use crate::kernel::ipset::{Ipsets, LiveSet};
 use crate::kernel::iptables::Iptables;
 use crate::sync::SyncOutcome;
 
-const KUBE_SERVICES: &str = "KUBE-SERVICES";
-const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
+// The chains both modes have keep the iptables mode's names.
+use crate::iptables::planner::{
+    KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_POSTROUTING, KUBE_PROXY_FIREWALL, KUBE_SERVICES, quoted as q,
+};
+
 const KUBE_NODE_PORT: &str = "KUBE-NODE-PORT";
 const KUBE_LOAD_BALANCER: &str = "KUBE-LOAD-BALANCER";
-const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
-const KUBE_FORWARD: &str = "KUBE-FORWARD";
-const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
 const KUBE_SOURCE_RANGES_FIREWALL: &str = "KUBE-SOURCE-RANGES-FIREWALL";
 const KUBE_IPVS_FILTER: &str = "KUBE-IPVS-FILTER";
 const KUBE_IPVS_OUT_FILTER: &str = "KUBE-IPVS-OUT-FILTER";
-
-/// Every chain IPVS mode owns, per table.
-pub const NAT_CHAINS: &[&str] = &[
-    KUBE_SERVICES,
-    KUBE_POSTROUTING,
-    KUBE_NODE_PORT,
-    KUBE_LOAD_BALANCER,
-    KUBE_MARK_MASQ,
-];
-pub const FILTER_CHAINS: &[&str] = &[
-    KUBE_FORWARD,
-    KUBE_NODE_PORT,
-    KUBE_PROXY_FIREWALL,
-    KUBE_SOURCE_RANGES_FIREWALL,
-    KUBE_IPVS_FILTER,
-    KUBE_IPVS_OUT_FILTER,
-];
 
 /// What the rules depend on besides the sets.
 #[derive(Clone, Debug, Default)]
@@ -65,10 +48,6 @@ impl From<&Config> for RuleConfig {
             mark: c.masquerade_mark(),
         }
     }
-}
-
-fn q(s: &str) -> String {
-    format!("\"{s}\"")
 }
 
 /// The companion rules for `family`. A rule whose set is empty is left out,
@@ -462,6 +441,9 @@ impl Firewall {
             }
         }
         let mut all_ok = true;
+        // Chain names and jumps are the same in every family: any family's
+        // ruleset says what the iptables-mode cleanup must keep.
+        let mut keep = None;
         for family in self.families.clone() {
             let rs = ruleset(family, sets, &self.cfg);
             match self.restore_differences(family, &rs) {
@@ -474,10 +456,13 @@ impl Firewall {
                         .push(format!("{family} companion rules: {e}"));
                 }
             }
+            keep = Some(rs);
         }
-        if all_ok && !self.leftovers_removed {
+        if let Some(keep) = keep
+            && all_ok
+            && !self.leftovers_removed
+        {
             self.leftovers_removed = true;
-            let keep = ruleset(IpFamily::V4, sets, &self.cfg);
             let families = self.families.clone();
             for e in
                 cleanup_iptables_leftovers(self.ipt.as_mut(), &families, Leftovers::AllBut(&keep))
@@ -489,29 +474,25 @@ impl Firewall {
         }
     }
 
-    /// Restore the chains of `rs` that differ from the kernel and the jumps
-    /// that are missing; returns how many chains and jumps were written.
-    fn restore_differences(
+    /// The chains of `rs` that differ from the kernel and the jumps that
+    /// are missing, as one restore.
+    fn differences<'a>(
         &mut self,
         family: IpFamily,
-        rs: &Ruleset,
-    ) -> Result<usize, KernelError> {
+        rs: &'a Ruleset,
+    ) -> Result<RestorePlan<'a>, KernelError> {
         let text = self.ipt.save(family)?;
         let nat = SavedTable::parse(&text, "nat");
         let filter = SavedTable::parse(&text, "filter");
-        let plan = RestorePlan {
-            nat: rs
-                .nat
-                .chains
+        let differing = |saved: &SavedTable, chains: &'a [Chain]| -> Vec<&'a Chain> {
+            chains
                 .iter()
-                .filter(|c| !nat.matches(&c.name, &c.rules))
-                .collect(),
-            filter: rs
-                .filter
-                .chains
-                .iter()
-                .filter(|c| !filter.matches(&c.name, &c.rules))
-                .collect(),
+                .filter(|c| !saved.matches(&c.name, &c.rules))
+                .collect()
+        };
+        Ok(RestorePlan {
+            nat: differing(&nat, &rs.nat.chains),
+            filter: differing(&filter, &rs.filter.chains),
             jumps: rs
                 .jumps
                 .iter()
@@ -521,7 +502,17 @@ impl Firewall {
                 })
                 .collect(),
             ..Default::default()
-        };
+        })
+    }
+
+    /// Restore what `differences` finds; returns how many chains and jumps
+    /// were written.
+    fn restore_differences(
+        &mut self,
+        family: IpFamily,
+        rs: &Ruleset,
+    ) -> Result<usize, KernelError> {
+        let plan = self.differences(family, rs)?;
         if plan.is_empty() {
             return Ok(0);
         }
@@ -554,12 +545,10 @@ impl Firewall {
         }
         for family in self.families.clone() {
             let rs = ruleset(family, sets, &self.cfg);
-            match self.ipt.save(family) {
-                Ok(text) => {
-                    for (table, chains) in [("nat", &rs.nat.chains), ("filter", &rs.filter.chains)]
-                    {
-                        let saved = SavedTable::parse(&text, table);
-                        for c in chains.iter().filter(|c| !saved.matches(&c.name, &c.rules)) {
+            match self.differences(family, &rs) {
+                Ok(plan) => {
+                    for (table, chains) in [("nat", &plan.nat), ("filter", &plan.filter)] {
+                        for c in chains {
                             lines.push(format!(
                                 "# {family} {table} chain {} to write ({} rules)",
                                 c.name,
@@ -586,18 +575,20 @@ impl Firewall {
                     continue;
                 }
             };
-            let jumps = jumps();
-            for (table, owned) in [("nat", NAT_CHAINS), ("filter", FILTER_CHAINS)] {
+            // Every chain is in the ruleset whatever the sets hold.
+            let rs = ruleset(family, &DesiredSets::default(), &self.cfg);
+            for (table, owned) in [("nat", &rs.nat.chains), ("filter", &rs.filter.chains)] {
                 let saved = SavedTable::parse(&text, table);
-                let unlink: Vec<String> = jumps
+                let unlink: Vec<String> = rs
+                    .jumps
                     .iter()
                     .filter(|j| j.table == table && saved.contains_rule(j.from, &j.rule))
                     .map(|j| format!("-D {} {}", j.from, j.rule))
                     .collect();
                 let doomed: Vec<String> = owned
                     .iter()
-                    .filter(|c| saved.has(c))
-                    .map(|c| c.to_string())
+                    .filter(|c| saved.has(&c.name))
+                    .map(|c| c.name.clone())
                     .collect();
                 errors.extend(remove_chains_and_jumps(
                     self.ipt.as_mut(),

@@ -10,7 +10,7 @@ use clap::Parser;
 use super::IpvsProxier;
 use super::firewall::{Firewall, RuleConfig, ruleset};
 use super::planner::{PlanConfig, plan};
-use super::planner_tests::{state_from_yaml, test_node};
+use super::planner_tests::{fixture, state_from_yaml, test_node};
 use super::sets::Set;
 use crate::cluster::IpFamily;
 use crate::config::{Config, Flags};
@@ -22,15 +22,6 @@ use crate::kernel::link::twin::LinksTwin;
 use crate::sync::Proxier;
 
 type Shared<T> = Arc<Mutex<T>>;
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/ipvs")
-            .join(name),
-    )
-    .unwrap()
-}
 
 fn config(flags: &[&str]) -> Config {
     let mut args = vec!["kproxy", "--hostname-override=node-1"];
@@ -252,7 +243,7 @@ fn drift_in_sets_and_chains_is_repaired_and_only_there() {
     let mut w = world();
     let (state, _) = state_from_yaml(&fixture("nodeport.yaml"), &w.config);
     assert!(w.proxier.sync(&state, None).ok());
-    // An operator empties a set, flushes one chain and deletes one jump.
+    // An operator adds a member to a set, flushes one chain and deletes one jump.
     w.ipsets
         .lock()
         .unwrap()
@@ -482,14 +473,6 @@ struct ReleaseWhenRulesGone {
 }
 
 impl Ipsets for ReleaseWhenRulesGone {
-    fn save(
-        &mut self,
-    ) -> Result<
-        std::collections::BTreeMap<String, crate::kernel::ipset::LiveSet>,
-        crate::kernel::KernelError,
-    > {
-        self.ipsets.lock().unwrap().save()
-    }
     fn headers(
         &mut self,
     ) -> Result<

@@ -16,6 +16,12 @@ use crate::config::{Config, Flags};
 use crate::kernel::link::LocalAddress;
 use crate::source::manifests::parse_text;
 
+/// The text of one fixture in tests/fixtures/ipvs.
+pub(crate) fn fixture(name: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ipvs");
+    std::fs::read_to_string(dir.join(name)).unwrap()
+}
+
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ipvs");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)

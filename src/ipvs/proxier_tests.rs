@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::planner_tests::state_from_yaml;
+use super::planner_tests::{fixture, state_from_yaml};
 use super::{DUMMY_LINK, IpvsProxier};
 use crate::cluster::Protocol;
 use crate::config::Config;
@@ -36,15 +36,6 @@ fn node() -> Node {
         proxier,
         config,
     }
-}
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/ipvs")
-            .join(name),
-    )
-    .unwrap()
 }
 
 fn key(addr: &str, port: u16) -> ServiceKey {

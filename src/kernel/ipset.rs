@@ -1,5 +1,6 @@
-//! ipsets through the `ipset` program: one `ipset save` to read, one
-//! `ipset restore` per sync to write, however many entries change.
+//! ipsets through the `ipset` program: `ipset list -t` for every set's type
+//! and size, `ipset save SET` for one set's members, and one `ipset restore`
+//! per sync to write, however many entries change.
 //!
 //! The twin (`IpsetTwin`) applies the same restore commands in memory and
 //! refuses what the kernel refuses: adding to a set that does not exist,
@@ -32,8 +33,6 @@ pub struct SetHeader {
 
 /// The ipset kernel boundary.
 pub trait Ipsets: Send {
-    /// Every set in this network namespace, by name.
-    fn save(&mut self) -> Result<BTreeMap<String, LiveSet>, KernelError>;
     /// Every set's type and member count, without the members.
     fn headers(&mut self) -> Result<BTreeMap<String, SetHeader>, KernelError>;
     /// One set with its members.
@@ -45,9 +44,6 @@ pub trait Ipsets: Send {
 }
 
 impl<T: Ipsets> Ipsets for std::sync::Arc<std::sync::Mutex<T>> {
-    fn save(&mut self) -> Result<BTreeMap<String, LiveSet>, KernelError> {
-        self.lock().unwrap().save()
-    }
     fn headers(&mut self) -> Result<BTreeMap<String, SetHeader>, KernelError> {
         self.lock().unwrap().headers()
     }
@@ -141,10 +137,6 @@ fn run_ipset(args: &[&str]) -> Result<String, KernelError> {
 }
 
 impl Ipsets for IpsetCmd {
-    fn save(&mut self) -> Result<BTreeMap<String, LiveSet>, KernelError> {
-        Ok(parse_save(&run_ipset(&["save"])?))
-    }
-
     fn headers(&mut self) -> Result<BTreeMap<String, SetHeader>, KernelError> {
         Ok(parse_headers(&run_ipset(&["list", "-t"])?))
     }
@@ -260,10 +252,6 @@ impl IpsetTwin {
 }
 
 impl Ipsets for IpsetTwin {
-    fn save(&mut self) -> Result<BTreeMap<String, LiveSet>, KernelError> {
-        Ok(self.sets.clone())
-    }
-
     fn headers(&mut self) -> Result<BTreeMap<String, SetHeader>, KernelError> {
         Ok(self
             .sets
