@@ -71,7 +71,9 @@ run_rust_binary() {
   echo "=== $name"
   local t0=$SECONDS
   # bench_* tests are measurements for `make bench`, not behaviour checks.
-  isolated "$bin" --include-ignored --skip bench_ --test-threads=1 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+  # Only stdout is parsed: a child process's stderr (modprobe's, say) would
+  # otherwise land in the middle of a "test NAME ... ok" line.
+  isolated "$bin" --include-ignored --skip bench_ --test-threads=1 | tee "$log" || rc=${PIPESTATUS[0]}
   local line test result seen=0
   while read -r line; do
     [[ $line =~ ^test\ (.+)\ \.\.\.\ (ok|FAILED)$ ]] || continue
