@@ -18,7 +18,7 @@ use crate::kernel::ipvs::Ipvs;
 use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::link::Links;
 use crate::source::EventSender;
-use crate::sync::{Exit, NoObserver, Periods, Proxier, SyncLoop, SyncObserver};
+use crate::sync::{Exit, NoObserver, Proxier, Schedule, SyncLoop, SyncObserver};
 
 /// Defaults, then the config file (if any), then the flags given (flags
 /// win, as upstream). Also returns the file's accepted-but-unused fields,
@@ -232,22 +232,61 @@ fn ipvs_leftovers(config: &Config) -> Vec<String> {
     }
 }
 
-pub async fn start_source(config: &Config, tx: EventSender) -> anyhow::Result<()> {
-    match &config.manifests {
-        Some(dir) => {
-            let dir = dir.clone();
+/// Where cluster objects come from, made ready before the kernel is
+/// touched: a start that cannot work (no such directory, an unreadable
+/// kubeconfig, no credentials, missing permissions) exits with the reason
+/// and leaves the node as it was.
+pub enum Source {
+    Manifests(std::path::PathBuf),
+    Api(kube::Client),
+}
+
+impl Source {
+    pub async fn prepare(config: &Config) -> anyhow::Result<Source> {
+        if let Some(dir) = &config.manifests {
             if !dir.is_dir() {
                 bail!("--manifests {}: not a directory", dir.display());
             }
-            tokio::spawn(async move {
-                if let Err(e) = crate::source::manifests::run(dir, tx).await {
-                    tracing::error!("manifests source stopped: {e:#}");
-                }
-            });
-            Ok(())
+            return Ok(Source::Manifests(dir.clone()));
         }
-        None => {
-            bail!("the API server source is not available in this build yet: use --manifests DIR")
+        let client = crate::source::kube::client(config).await?;
+        use crate::source::access::{self, Access};
+        match access::check(&client).await {
+            Access::Granted => {}
+            denied @ Access::Denied { .. } => bail!("{}", denied.refusal().unwrap_or_default()),
+            Access::Unknown(why) => tracing::warn!(
+                "could not check kproxy's permissions with the API server ({why}); starting anyway"
+            ),
+        }
+        Ok(Source::Api(client))
+    }
+
+    /// Where this run's Kubernetes Events go.
+    pub fn events(&self, config: &Config) -> crate::events::Events {
+        match self {
+            Source::Api(client) => crate::events::Events::to_api(client.clone(), &config.hostname),
+            Source::Manifests(_) => crate::events::Events::none(&config.hostname),
+        }
+    }
+
+    /// Start delivering events into `tx`, in the background.
+    pub fn start(self, config: &Config, tx: EventSender) {
+        match self {
+            Source::Manifests(dir) => {
+                tokio::spawn(async move {
+                    if let Err(e) = crate::source::manifests::run(dir, tx).await {
+                        tracing::error!("manifests source stopped: {e:#}");
+                    }
+                });
+            }
+            Source::Api(client) => {
+                let node = config.hostname.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::source::kube::run(client, node, tx).await {
+                        tracing::error!("API server source stopped: {e:#}");
+                    }
+                });
+            }
         }
     }
 }
@@ -287,6 +326,19 @@ pub async fn start_http(config: &Config, mode: ProxyMode) -> anyhow::Result<Arc<
         return Ok(Arc::new(NoObserver));
     }
     let telemetry = Arc::new(crate::http::Telemetry::for_config(config, mode));
+    // Upstream's health server finds the node ineligible until it has seen
+    // its Node; a manifests directory need not carry one.
+    telemetry.require_node(config.manifests.is_none());
+    telemetry.set_families(
+        IptablesCmd::detect()
+            .families()
+            .iter()
+            .map(|f| match f {
+                crate::cluster::IpFamily::V4 => "IPv4",
+                crate::cluster::IpFamily::V6 => "IPv6",
+            })
+            .collect(),
+    );
     crate::http::start(config, Arc::clone(&telemetry)).await?;
     Ok(telemetry)
 }
@@ -301,7 +353,7 @@ pub async fn run_loop(
     let sync_loop = SyncLoop {
         proxier,
         state: new_state(config),
-        periods: Periods { min, max },
+        schedule: Schedule::new(min, max),
         observer,
         once: config.once,
     };

@@ -48,13 +48,19 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     if config.cleanup {
         return Ok(app::cleanup(&config));
     }
+    // The source first: nothing in the kernel changes unless it can work.
+    let source = app::Source::prepare(&config).await?;
+    let events = source.events(&config);
     let proxier = app::build_proxier(&config).context("setting up the proxy mode")?;
     let (tx, rx) = mpsc::unbounded_channel();
-    app::start_source(&config, tx).await?;
+    source.start(&config, tx);
     if config.dry_run {
         return app::dry_run(proxier, &config, rx).await;
     }
     let observer = app::start_http(&config, proxier.mode()).await?;
+    if !config.once {
+        events.starting();
+    }
     let exit = app::run_loop(proxier, &config, rx, Arc::clone(&observer)).await;
     Ok(exit)
 }

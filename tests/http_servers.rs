@@ -74,7 +74,12 @@ async fn healthz_turns_503_when_a_queued_update_outlives_the_timeout() {
         v["lastUpdated"], v["currentTime"],
         "healthy: lastUpdated is now"
     );
-    assert!(v["currentTime"].as_str().unwrap().ends_with(" +0000 UTC"));
+    assert!(v["currentTime"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(v["healthy"], true);
+    assert!(
+        v.get("status").is_none(),
+        "no family has synced yet: {body}"
+    );
     assert_eq!(v["nodeEligible"], true);
 
     t.synced(&report(SyncOutcome::default()));
@@ -87,6 +92,9 @@ async fn healthz_turns_503_when_a_queued_update_outlives_the_timeout() {
         v["lastUpdated"], v["currentTime"],
         "unhealthy: the last sync's time"
     );
+    assert_eq!(v["healthy"], false);
+    assert_eq!(v["status"]["IPv4"]["healthy"], false, "{body}");
+    assert_eq!(v["status"]["IPv4"]["lastUpdated"], v["lastUpdated"]);
     let (code, _, _) = get(hz, "/livez").await;
     assert_eq!(code, 503);
 
@@ -113,7 +121,13 @@ async fn source_outage_is_reported_without_failing_the_probe() {
     let (code, _, body) = get(running.healthz.unwrap(), "/healthz").await;
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["sourceConnected"], false);
+    // Upstream's fields and nothing more: the outage is a metric.
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["currentTime", "healthy", "lastUpdated", "nodeEligible"]
+    );
     let (_, _, m) = get(running.metrics.unwrap(), "/metrics").await;
     assert_eq!(sample(&m, "kproxy_source_connected"), Some(0.0));
 }
@@ -122,11 +136,12 @@ async fn source_outage_is_reported_without_failing_the_probe() {
 async fn a_node_being_deleted_fails_healthz_but_not_livez() {
     let t = Arc::new(Telemetry::new(Duration::from_secs(3600)));
     let running = http::start(&local_config(), t.clone()).await.unwrap();
-    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "n1", "deletionTimestamp": "2026-01-01T00:00:00Z"}
-    }))
-    .unwrap();
-    t.sync_node(&node);
+    let node = kproxy::cluster::Node {
+        name: "n1".into(),
+        being_removed: true,
+        ..Default::default()
+    };
+    t.set_node(Some(&node));
     let hz = running.healthz.unwrap();
     let (code, _, body) = get(hz, "/healthz").await;
     assert_eq!(code, 503);

@@ -147,7 +147,8 @@ fn event_line(kind: &str, obj: &Value) -> Bytes {
 #[derive(Clone, Default)]
 struct Selector {
     labels: Vec<String>,
-    fields: Vec<(String, String)>,
+    /// (path, negated, value): `k=v` or `k!=v`.
+    fields: Vec<(String, bool, String)>,
 }
 
 impl Selector {
@@ -165,9 +166,12 @@ impl Selector {
             labels: split(q.get("labelSelector")),
             fields: split(q.get("fieldSelector"))
                 .into_iter()
-                .map(|t| {
-                    let (k, v) = t.split_once('=').unwrap();
-                    (k.to_string(), v.to_string())
+                .map(|t| match t.split_once("!=") {
+                    Some((k, v)) => (k.to_string(), true, v.to_string()),
+                    None => {
+                        let (k, v) = t.split_once('=').unwrap();
+                        (k.to_string(), false, v.to_string())
+                    }
                 })
                 .collect(),
         }
@@ -184,9 +188,13 @@ impl Selector {
                 labels.get(t).is_some()
             }
         });
-        let fields_ok = self.fields.iter().all(|(k, v)| match k.as_str() {
-            "metadata.name" => obj["metadata"]["name"].as_str() == Some(v),
-            other => panic!("fake API: field selector {other} not supported"),
+        let fields_ok = self.fields.iter().all(|(k, negated, v)| {
+            let actual = match k.as_str() {
+                "metadata.name" => obj["metadata"]["name"].as_str(),
+                "spec.clusterIP" => obj["spec"]["clusterIP"].as_str(),
+                other => panic!("fake API: field selector {other} not supported"),
+            };
+            (actual == Some(v.as_str())) != *negated
         });
         labels_ok && fields_ok
     }
@@ -494,7 +502,7 @@ async fn lists_then_streams_service_and_slice_changes() {
     );
     // The selectors are kube-proxy's.
     let requests = api.with(|s| s.requests.clone());
-    assert!(requests.contains(&"list Services rv=0 labelSelector=!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless fieldSelector=".to_string()), "{requests:#?}");
+    assert!(requests.contains(&"list Services rv=0 labelSelector=!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless fieldSelector=spec.clusterIP!=None".to_string()), "{requests:#?}");
     assert!(
         requests.contains(
             &"list Nodes rv=0 labelSelector= fieldSelector=metadata.name=node-1".to_string()

@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::model::{
     AddressType, DEFAULT_AFFINITY_TIMEOUT, Endpoint, EndpointPort, EndpointSlice, IpFamily, IpMode,
     LoadBalancerIngress, Node, Protocol, Service, ServiceName, ServicePort, ServiceType,
-    TargetPort, TrafficPolicy,
+    TO_BE_DELETED_TAINT, TargetPort, TrafficPolicy,
 };
 use super::state::{Kind, ObjectRef, Problem};
 
@@ -980,11 +980,29 @@ pub fn node(n: &core::Node) -> Result<Node, Problem> {
         }
     }
     let labels = n.metadata.labels.clone().unwrap_or_default();
+    let spec = n.spec.as_ref();
+    let tainted = spec
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == TO_BE_DELETED_TAINT));
+    // podCIDRs wins over the older single podCIDR, as in the API's own
+    // defaulting; a CIDR that does not parse is skipped like an address.
+    let pod_cidrs = spec
+        .and_then(|s| {
+            s.pod_cidrs
+                .clone()
+                .or_else(|| s.pod_cidr.clone().map(|c| vec![c]))
+        })
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
     Ok(Node {
         name: r.object.name.clone(),
         addresses,
         zone: labels.get(ZONE_LABEL).filter(|z| !z.is_empty()).cloned(),
         labels,
+        pod_cidrs,
+        being_removed: n.metadata.deletion_timestamp.is_some() || tainted,
     })
 }
 

@@ -268,4 +268,21 @@ pub struct Node {
     /// Label `topology.kubernetes.io/zone`.
     pub zone: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// `spec.podCIDRs` (or the older `spec.podCIDR`), for
+    /// `--detect-local-mode NodeCIDR`.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// The Node is being deleted, or the cluster autoscaler has tainted it
+    /// `ToBeDeletedByClusterAutoscaler`: `/healthz` then fails so that load
+    /// balancers stop sending new traffic here, as upstream's does.
+    pub being_removed: bool,
+}
+
+/// The taint the cluster autoscaler puts on a node before removing it.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+impl Node {
+    /// Whether load balancers should keep sending traffic to this node.
+    pub fn eligible(&self) -> bool {
+        !self.being_removed
+    }
 }

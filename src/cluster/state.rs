@@ -126,6 +126,18 @@ pub enum SourceEvent {
     Connected(bool),
 }
 
+impl SourceEvent {
+    /// The kind of object the event is about; None for the source's own news.
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            SourceEvent::Apply(o) => Some(o.kind()),
+            SourceEvent::Delete(r) => Some(r.kind),
+            SourceEvent::Replace(k, _) => Some(*k),
+            SourceEvent::Synced | SourceEvent::Connected(_) => None,
+        }
+    }
+}
+
 /// Services, their slices and this node, as last accepted.
 #[derive(Debug, Default)]
 pub struct ClusterState {

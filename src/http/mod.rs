@@ -129,26 +129,63 @@ fn health_response(t: &Telemetry, livez: bool, healthy: bool, h: &HealthReport) 
         StatusCode::SERVICE_UNAVAILABLE
     };
     t.count_probe(livez, status.as_u16());
-    // kube-proxy's body, with the source's connection state added: an API
-    // outage is reported but does not fail the probe, since restarting
-    // cannot fix it and the programmed rules keep working meanwhile.
-    let mut body = serde_json::json!({
-        "lastUpdated": go_time(h.last_updated),
-        "currentTime": go_time(h.current_time),
-    });
-    if !livez {
-        body["nodeEligible"] = h.node_eligible.into();
-    }
-    body["sourceConnected"] = h.source_connected.into();
     (
         status,
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        body.to_string(),
+        health_body(livez, h),
     )
         .into_response()
+}
+
+/// Upstream's body (v1.36 `ProxyHealth`), field for field and in its order:
+/// `nodeEligible` only on /healthz, `healthy` the proxier's own health (the
+/// node's eligibility is not folded in), `status` one entry per IP family
+/// once a sync has completed. An API outage is not in it: it is the
+/// `kproxy_source_connected` metric and a log line.
+fn health_body(livez: bool, h: &HealthReport) -> String {
+    #[derive(serde::Serialize)]
+    struct Family {
+        #[serde(rename = "lastUpdated")]
+        last_updated: String,
+        healthy: bool,
+    }
+    #[derive(serde::Serialize)]
+    struct Body {
+        #[serde(rename = "lastUpdated")]
+        last_updated: String,
+        #[serde(rename = "currentTime")]
+        current_time: String,
+        #[serde(rename = "nodeEligible", skip_serializing_if = "Option::is_none")]
+        node_eligible: Option<bool>,
+        healthy: bool,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        status: std::collections::BTreeMap<&'static str, Family>,
+    }
+    let status = match h.last_synced {
+        Some(t) => h
+            .families
+            .iter()
+            .map(|f| {
+                let fam = Family {
+                    last_updated: go_time(t),
+                    healthy: h.healthy,
+                };
+                (*f, fam)
+            })
+            .collect(),
+        None => Default::default(),
+    };
+    let body = Body {
+        last_updated: go_time(h.last_updated),
+        current_time: go_time(h.current_time),
+        node_eligible: (!livez).then_some(h.node_eligible),
+        healthy: h.healthy,
+        status,
+    };
+    serde_json::to_string(&body).unwrap_or_default()
 }
 
 async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {

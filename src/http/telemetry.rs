@@ -164,9 +164,16 @@ struct Health {
     last_updated: Option<SystemTime>,
     /// Monotonic time of the oldest update queued and not yet applied.
     oldest_pending: Option<Instant>,
-    /// The Node is not being removed (not deleted, not tainted for removal).
+    /// The Node is known and not being removed (not deleted, not tainted
+    /// for removal).
     node_eligible: bool,
+    /// The source is an API server, which always has a Node for us.
+    node_required: bool,
+    /// This node's name, once its Node object is known.
+    node: Option<String>,
     source_connected: bool,
+    /// "IPv4", "IPv6": one entry each in the body's `status`.
+    families: Vec<&'static str>,
 }
 
 /// A health report, as served on /healthz and /livez.
@@ -179,6 +186,9 @@ pub struct HealthReport {
     pub current_time: SystemTime,
     pub node_eligible: bool,
     pub source_connected: bool,
+    /// When the last sync completed (None while starting), for `status`.
+    pub last_synced: Option<SystemTime>,
+    pub families: Vec<&'static str>,
 }
 
 /// Observes the sync loop; serves /healthz, /livez and /metrics.
@@ -200,6 +210,7 @@ impl Telemetry {
             health: Mutex::new(Health {
                 node_eligible: true,
                 source_connected: true,
+                families: vec!["IPv4"],
                 ..Health::default()
             }),
             metrics,
@@ -224,17 +235,32 @@ impl Telemetry {
         *lock(&self.mode)
     }
 
-    /// Report whether this node is being removed, from its Node object:
-    /// /healthz (not /livez) fails for a node that is deleted or tainted
-    /// `ToBeDeletedByClusterAutoscaler`, so load balancers drain it first.
-    pub fn sync_node(&self, node: &k8s_openapi::api::core::v1::Node) {
-        let deleting = node.metadata.deletion_timestamp.is_some();
-        let tainted = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .is_some_and(|ts| ts.iter().any(|t| t.key == "ToBeDeletedByClusterAutoscaler"));
-        lock(&self.health).node_eligible = !(deleting || tainted);
+    /// With the API server as source, a Node that is not known (yet, or
+    /// any more) makes the node ineligible, as upstream's health server
+    /// does; with manifests, a Node is optional and its absence is not news.
+    pub fn require_node(&self, required: bool) {
+        let mut h = lock(&self.health);
+        h.node_required = required;
+        if h.node.is_none() {
+            h.node_eligible = !required;
+        }
+    }
+
+    /// This node's Node object changed: /healthz (not /livez) fails for a
+    /// node that is unknown, deleted or tainted `ToBeDeletedByClusterAutoscaler`,
+    /// so load balancers drain it first.
+    pub fn set_node(&self, node: Option<&crate::cluster::Node>) {
+        let mut h = lock(&self.health);
+        h.node = node.map(|n| n.name.clone());
+        h.node_eligible = match node {
+            Some(n) => n.eligible(),
+            None => !h.node_required,
+        };
+    }
+
+    /// The IP families the proxy programs, keys of the health body's `status`.
+    pub fn set_families(&self, families: Vec<&'static str>) {
+        lock(&self.health).families = families;
     }
 
     /// Objects the store currently refuses as invalid (`ClusterState::rejected`).
@@ -265,6 +291,8 @@ impl Telemetry {
             current_time: now,
             node_eligible: h.node_eligible,
             source_connected: h.source_connected,
+            last_synced: h.last_updated,
+            families: h.families.clone(),
         }
     }
 
@@ -355,17 +383,22 @@ impl SyncObserver for Telemetry {
         lock(&self.health).source_connected = connected;
         self.metrics.source_connected.set(i64::from(connected));
     }
+
+    fn node(&self, node: Option<&crate::cluster::Node>) {
+        self.set_node(node);
+    }
 }
 
-/// Go's `time.Time` text (`2006-01-02 15:04:05.999999999 +0000 UTC`), which
-/// is what kube-proxy's health JSON carries.
+/// A time as Go's encoding/json writes a `time.Time` (RFC 3339 with
+/// nanoseconds, trailing zeros dropped), which is what kube-proxy's health
+/// JSON carries: `2023-11-14T22:13:20.12Z`.
 pub fn go_time(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, mo, da) = civil_from_days(days);
     let mut s = format!(
-        "{y:04}-{mo:02}-{da:02} {:02}:{:02}:{:02}",
+        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem / 60 % 60,
         rem % 60
@@ -376,7 +409,7 @@ pub fn go_time(t: SystemTime) -> String {
         s.push('.');
         s.push_str(frac.trim_end_matches('0'));
     }
-    s.push_str(" +0000 UTC");
+    s.push('Z');
     s
 }
 
@@ -401,12 +434,12 @@ mod tests {
 
     #[test]
     fn go_time_format() {
-        assert_eq!(go_time(UNIX_EPOCH), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(go_time(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 120_000_000);
-        assert_eq!(go_time(t), "2023-11-14 22:13:20.12 +0000 UTC");
+        assert_eq!(go_time(t), "2023-11-14T22:13:20.12Z");
         // A leap day.
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(go_time(t), "2000-02-29 00:00:00 +0000 UTC");
+        assert_eq!(go_time(t), "2000-02-29T00:00:00Z");
     }
 
     #[test]
@@ -446,17 +479,22 @@ mod tests {
     }
 
     #[test]
-    fn a_node_being_removed_is_not_eligible() {
+    fn a_node_being_removed_or_unknown_is_not_eligible() {
         let t = Telemetry::new(Duration::from_secs(60));
-        let mut node: k8s_openapi::api::core::v1::Node = serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "n"}, "spec": {"taints": [
-                {"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]}}),
-        )
-        .unwrap();
-        t.sync_node(&node);
+        assert!(t.health().node_eligible, "manifests: no Node needed");
+        t.require_node(true);
+        assert!(!t.health().node_eligible, "API source: Node not seen yet");
+        let mut node = crate::cluster::Node {
+            name: "n".into(),
+            being_removed: true,
+            ..Default::default()
+        };
+        t.set_node(Some(&node));
         assert!(!t.health().node_eligible);
-        node.spec = None;
-        t.sync_node(&node);
+        node.being_removed = false;
+        t.set_node(Some(&node));
         assert!(t.health().node_eligible);
+        t.set_node(None);
+        assert!(!t.health().node_eligible, "deleted Node");
     }
 }

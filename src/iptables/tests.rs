@@ -93,7 +93,7 @@ fn node() -> Node {
         name: "node-1".into(),
         addresses: vec![ip("10.0.1.1"), ip("fd00:1::1")],
         zone: None,
-        labels: Default::default(),
+        ..Default::default()
     }
 }
 

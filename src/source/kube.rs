@@ -42,14 +42,19 @@ use crate::config::Config;
 pub const SERVICE_SELECTOR: &str =
     "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 
+/// Headless Services (no cluster IP) are DNS-only: upstream leaves them
+/// out with this field selector.
+pub const SERVICE_FIELD_SELECTOR: &str = "spec.clusterIP!=None";
+
 /// EndpointSlices additionally must name their Service.
 pub const ENDPOINT_SLICE_SELECTOR: &str = "kubernetes.io/service-name,!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 
 /// Build the API client the way kube-proxy does: `--kubeconfig` (with
 /// `--master` overriding its server address), or `--master` alone (no
 /// credentials: a local insecure port or `kubectl proxy`), or else the
-/// in-cluster service account (falling back to `$KUBECONFIG` /
-/// `~/.kube/config`, which is handy off-cluster).
+/// in-cluster service account (`KUBERNETES_SERVICE_HOST`/`_PORT`, the
+/// mounted token and CA; the token file is re-read as it rotates). Like
+/// upstream, there is no fallback to `$KUBECONFIG` or `~/.kube/config`.
 pub async fn client(cfg: &Config) -> anyhow::Result<kube::Client> {
     use anyhow::Context as _;
     let master = cfg
@@ -69,14 +74,12 @@ pub async fn client(cfg: &Config) -> anyhow::Result<kube::Client> {
                 .with_context(|| format!("loading kubeconfig {}", path.display()))?
         }
         (None, Some(url)) => kube::Config::new(url.clone()),
-        (None, None) => match kube::Config::incluster() {
-            Ok(c) => c,
-            Err(in_cluster) => kube::Config::infer().await.with_context(|| {
-                format!(
-                    "no --kubeconfig or --master given and not running in a cluster ({in_cluster})"
-                )
-            })?,
-        },
+        (None, None) => kube::Config::incluster().map_err(|e| {
+            anyhow::anyhow!(
+                "neither --kubeconfig nor --master was given (nor clientConnection.kubeconfig), \
+                 and the in-cluster configuration is not usable: {e}"
+            )
+        })?,
     };
     if let Some(url) = master {
         config.cluster_url = url;
@@ -124,7 +127,9 @@ pub async fn run_with(
     let services = watch_kind(
         Kind::Service,
         Api::<Service>::all(client.clone()),
-        list_config().labels(SERVICE_SELECTOR),
+        list_config()
+            .labels(SERVICE_SELECTOR)
+            .fields(SERVICE_FIELD_SELECTOR),
         |s| Object::Service(Box::new(s)),
         link.clone(),
         &options,

@@ -2,6 +2,7 @@
 //! manifests (`manifests`). Both send the same `SourceEvent`s into the sync
 //! loop's channel.
 
+pub mod access;
 pub mod kube;
 pub mod manifests;
 

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::cluster::{ClusterState, Problem, ServiceName, SourceEvent};
+use crate::cluster::{ClusterState, Kind, Node, Problem, ServiceName, SourceEvent};
+
+pub use schedule::{Schedule, SyncKind};
+
+mod schedule;
 use crate::config::ProxyMode;
 
 /// What one sync did.
@@ -77,18 +81,13 @@ pub trait SyncObserver: Send + Sync {
     fn synced(&self, _report: &SyncReport) {}
     /// The source lost or regained its connection.
     fn source_connected(&self, _connected: bool) {}
+    /// This node's Node object changed (None: unknown or deleted).
+    fn node(&self, _node: Option<&Node>) {}
 }
 
 /// An observer that ignores everything.
 pub struct NoObserver;
 impl SyncObserver for NoObserver {}
-
-/// Timing of the bounded-frequency runner.
-#[derive(Clone, Copy, Debug)]
-pub struct Periods {
-    pub min: Duration,
-    pub max: Duration,
-}
 
 /// How the loop ends.
 #[derive(Debug)]
@@ -102,7 +101,7 @@ pub enum Exit {
 pub struct SyncLoop<P: Proxier> {
     pub proxier: P,
     pub state: ClusterState,
-    pub periods: Periods,
+    pub schedule: Schedule,
     pub observer: Arc<dyn SyncObserver>,
     /// Sync once after the sources report `Synced`, then return.
     pub once: bool,
@@ -111,10 +110,10 @@ pub struct SyncLoop<P: Proxier> {
 impl<P: Proxier> SyncLoop<P> {
     /// Fold one event into the state; returns true when the state changed
     /// in a way that needs a sync.
-    fn absorb(&mut self, ev: SourceEvent, synced: &mut bool) -> bool {
+    fn absorb(&mut self, ev: SourceEvent) -> bool {
         match ev {
             SourceEvent::Synced => {
-                *synced = true;
+                self.schedule.on_ready();
                 true
             }
             SourceEvent::Connected(c) => {
@@ -129,8 +128,12 @@ impl<P: Proxier> SyncLoop<P> {
                 false
             }
             ev => {
+                let about_node = ev.kind() == Some(Kind::Node);
                 for p in self.state.apply(ev) {
                     tracing::warn!(object = %p.object, "{}", p.reason);
+                }
+                if about_node {
+                    self.observer.node(self.state.node());
                 }
                 true
             }
@@ -176,58 +179,55 @@ impl<P: Proxier> SyncLoop<P> {
     }
 
     /// Run until the sources close (or, with `once`, until one sync is done).
+    /// The loop is plumbing: `Schedule` decides when to sync; events are
+    /// read and folded into the state between syncs, however long a sync
+    /// or a retry backoff takes.
     pub async fn run(mut self, mut events: UnboundedReceiver<SourceEvent>) -> Exit {
-        let mut synced = false;
-        let mut dirty = false;
-        // tokio's clock, so tests can run the loop on a paused clock.
-        let mut last_sync: Option<tokio::time::Instant> = None;
-        let mut needs_full = true;
         loop {
-            let now = tokio::time::Instant::now();
-            let due_periodic = last_sync.is_none_or(|t| now >= t + self.periods.max);
-            let min_ok = last_sync.is_none_or(|t| now >= t + self.periods.min);
-            if synced && ((dirty && min_ok) || due_periodic) {
-                let full = needs_full || due_periodic;
+            // tokio's clock, so tests can run the loop on a paused clock.
+            let now = tokio::time::Instant::now().into_std();
+            if let Some(kind) = self.schedule.due(now) {
+                let full = kind == SyncKind::Full;
                 // Kernel I/O is blocking; keep the runtime's other tasks
                 // (sources, HTTP) moving while it runs.
                 let report = match tokio::runtime::Handle::current().runtime_flavor() {
                     tokio::runtime::RuntimeFlavor::CurrentThread => self.run_sync(full),
                     _ => tokio::task::block_in_place(|| self.run_sync(full)),
                 };
-                last_sync = Some(tokio::time::Instant::now());
-                dirty = false;
-                // A failed sync is retried in full at the next opportunity.
-                needs_full = !report.outcome.ok();
-                if needs_full {
-                    dirty = true;
+                let ok = report.outcome.ok();
+                self.schedule
+                    .on_sync(tokio::time::Instant::now().into_std(), ok);
+                if !ok {
+                    tracing::warn!(
+                        retry_in_ms = self.schedule.retry_delay().as_millis() as u64,
+                        "sync incomplete; retrying in full after a backoff"
+                    );
                 }
                 if self.once {
                     return Exit::Once(report.outcome);
                 }
                 continue;
             }
-            let deadline = match last_sync {
-                None => None,
-                Some(t) if dirty => Some(t + self.periods.min.max(Duration::from_millis(1))),
-                Some(t) => Some(t + self.periods.max),
-            };
-            let ev = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, events.recv()).await {
-                    Ok(ev) => ev,
-                    Err(_) => continue,
-                },
+            let ev = match self.schedule.deadline() {
+                Some(d) => {
+                    let d = tokio::time::Instant::from_std(d);
+                    match tokio::time::timeout_at(d, events.recv()).await {
+                        Ok(ev) => ev,
+                        Err(_) => continue,
+                    }
+                }
                 None => events.recv().await,
             };
             let Some(ev) = ev else {
                 return Exit::SourcesClosed;
             };
-            let mut changed = self.absorb(ev, &mut synced);
+            let mut changed = self.absorb(ev);
             // Drain what is already queued so a burst becomes one sync.
             while let Ok(ev) = events.try_recv() {
-                changed |= self.absorb(ev, &mut synced);
+                changed |= self.absorb(ev);
             }
             if changed {
-                dirty = true;
+                self.schedule.on_event();
                 self.observer.queued();
             }
         }
@@ -294,10 +294,7 @@ mod tests {
         let lp = SyncLoop {
             proxier: rec.clone(),
             state: ClusterState::default(),
-            periods: Periods {
-                min: Duration::from_secs(min),
-                max: Duration::from_secs(max),
-            },
+            schedule: Schedule::new(Duration::from_secs(min), Duration::from_secs(max)),
             observer: Arc::new(NoObserver),
             once,
         };
@@ -395,6 +392,47 @@ mod tests {
         advance(Duration::from_secs(5)).await;
         settle().await;
         assert_eq!(times(&rec), vec![(0, true), (5, true)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_thousand_changes_with_no_min_period_fold_into_one_sync() {
+        let rec = Recorder {
+            start: Some(TokioInstant::now()),
+            ..Default::default()
+        };
+        let (tx, _h) = start(&rec, 0, 30, false);
+        tx.send(SourceEvent::Synced).unwrap();
+        settle().await;
+        for _ in 0..1000 {
+            tx.send(poke()).unwrap();
+        }
+        settle().await;
+        assert_eq!(times(&rec), vec![(0, true), (0, false)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sync_that_keeps_failing_backs_off_while_events_keep_coming() {
+        let rec = Recorder {
+            start: Some(TokioInstant::now()),
+            fail_next: Arc::new(Mutex::new(u32::MAX)),
+            ..Default::default()
+        };
+        let (tx, h) = start(&rec, 0, 30, false);
+        tx.send(SourceEvent::Synced).unwrap();
+        settle().await;
+        // 1,000 changes over 20 s, one every 20 ms, each read as it comes.
+        for _ in 0..1000 {
+            tx.send(poke()).unwrap();
+            settle().await;
+            advance(Duration::from_millis(20)).await;
+        }
+        settle().await;
+        // Retries at 1, 2, 4 and 8 s after each failure: 0, 1, 3, 7, 15.
+        assert_eq!(
+            times(&rec),
+            vec![(0, true), (1, true), (3, true), (7, true), (15, true)]
+        );
+        assert!(!h.is_finished(), "the loop is still reading events");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,103 @@
+//! Kubernetes Events, where upstream kube-proxy records them: a Normal
+//! `Starting` event on this node when the proxy starts, and Warning events
+//! on Services whose node-local servers cannot start. Recording is best
+//! effort: an event that cannot be written is logged and dropped, it never
+//! holds up a sync.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+/// Where events go: the API server, or nowhere (the manifests source).
+#[derive(Clone)]
+pub struct Events {
+    recorder: Option<Recorder>,
+    node: String,
+}
+
+/// The action upstream attaches to its start-up events.
+pub const START_ACTION: &str = "StartKubeProxy";
+
+impl Events {
+    /// Events recorded through `client`, reported as `kproxy` on `node`.
+    pub fn to_api(client: kube::Client, node: &str) -> Self {
+        let reporter = Reporter {
+            controller: "kproxy".into(),
+            instance: Some(format!("kproxy-{node}")),
+        };
+        Self {
+            recorder: Some(Recorder::new(client, reporter)),
+            node: node.to_string(),
+        }
+    }
+
+    /// No API server: events are only logged.
+    pub fn none(node: &str) -> Self {
+        Self {
+            recorder: None,
+            node: node.to_string(),
+        }
+    }
+
+    /// The reference upstream uses for its node events (a Node has no
+    /// namespace; the event lands in `default`).
+    pub fn node_ref(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(self.node.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// A Service, by namespace and name.
+    pub fn service_ref(namespace: &str, name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Upstream's birth cry: Normal, reason `Starting`, action `StartKubeProxy`.
+    pub fn starting(&self) {
+        self.record(
+            self.node_ref(),
+            EventType::Normal,
+            "Starting",
+            START_ACTION,
+            None,
+        );
+    }
+
+    /// Record an event in the background (the caller may be a blocking sync).
+    pub fn record(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: Option<String>,
+    ) {
+        let Some(recorder) = self.recorder.clone() else {
+            tracing::debug!(reason, action, "event (no API server to record it)");
+            return;
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note,
+            action: action.into(),
+            secondary: None,
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            if let Err(e) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(reason = %event.reason, "could not record an event: {e}");
+            }
+        });
+    }
+}
