@@ -11,9 +11,12 @@ HOST_PACKAGES := iptables ipset iproute2 conntrack jq util-linux curl python3
 
 all: build
 
-## setup: install the VM (qemu, a Debian kernel) and the host test tools
+## setup: install the VM (qemu, a Debian kernel), the host test tools and a
+##        real control plane (etcd, kube-apiserver, kube-proxy, kubectl; built
+##        from Go modules once per machine, see scripts/k8s-tools)
 setup:
 	@$(VM) setup
+	@scripts/k8s-tools setup
 	@$(VM) packages $(HOST_PACKAGES)
 	@# Test "pods" serve HTTP with busybox httpd; any busybox will do, so an
 	@# installed busybox-static is left alone.

@@ -37,6 +37,19 @@ if [ ${#vm_targets[@]} -gt 0 ]; then
     executables test)
 fi
 
+# A real control plane on the host for the tests that run kproxy against an
+# API server (integration/api_*.sh): the VM reaches it at 10.0.2.100.
+KPROXY_API_PORT=${KPROXY_API_PORT:-16443}
+KPROXY_API_DIR=$PWD/target/vm-api
+export KPROXY_API_PORT KPROXY_API_DIR
+rm -rf "$KPROXY_API_DIR"
+echo "--- starting etcd and kube-apiserver on 127.0.0.1:$KPROXY_API_PORT for the VM"
+scripts/control-plane start "$KPROXY_API_DIR" "$KPROXY_API_PORT"
+trap 'scripts/control-plane stop "$KPROXY_API_DIR"' EXIT
+
 echo "--- running the kernel tests in the VM"
-exec scripts/vm run --timeout "${VM_RUN_TIMEOUT:-2400}" --env VM_TEST_FILTER --env VM_TEST_TIMEOUT "$@" \
-  -- scripts/vm-tests.sh "${binaries[@]}"
+rc=0
+scripts/vm run --timeout "${VM_RUN_TIMEOUT:-2400}" --host-port "$KPROXY_API_PORT" \
+  --env VM_TEST_FILTER --env VM_TEST_TIMEOUT --env KPROXY_API_PORT --env KPROXY_API_DIR "$@" \
+  -- scripts/vm-tests.sh "${binaries[@]}" || rc=$?
+exit "$rc"

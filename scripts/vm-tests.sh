@@ -19,6 +19,9 @@
 #   KPROXY           the kproxy binary for the scripts (default target/debug/kproxy)
 #   VM_TEST_FILTER   run only the binaries/scripts whose name contains this
 #   VM_TEST_TIMEOUT  seconds one binary or script may take (default 600)
+#   KPROXY_API_PORT, KPROXY_API_DIR
+#                    the host's control plane (scripts/control-plane), for
+#                    integration/api_*.sh
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,6 +29,14 @@ KPROXY=$(realpath -m "${KPROXY:-target/debug/kproxy}")
 export KPROXY
 filter=${VM_TEST_FILTER:-}
 limit=${VM_TEST_TIMEOUT:-600}
+
+# The host's API server (scripts/build-vm-tests.sh), reached over eth0 from
+# the VM's own namespace only; each test's fresh namespace reaches it through
+# this unix socket (integration/lib/api.sh relays its own loopback to it).
+if [ -n "${KPROXY_API_PORT:-}" ]; then
+  export KPROXY_API_SOCK=/run/kproxy-api.sock
+  socat "UNIX-LISTEN:$KPROXY_API_SOCK,fork" "TCP:10.0.2.100:$KPROXY_API_PORT" &
+fi
 
 passed=0
 failed=0
