@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod flags;
+pub mod values;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
