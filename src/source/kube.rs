@@ -327,6 +327,15 @@ impl<K: Resource> Translator<K> {
                     // The server compacted past our resourceVersion: the
                     // watcher relists, which is routine, not an outage.
                     tracing::info!(kind = %self.kind, "watch expired (410 Gone), relisting");
+                } else if let Some(code) = denied(&e) {
+                    // The API server answers, but not to us: credentials or
+                    // RBAC. Retrying is right (a ClusterRole may be applied
+                    // late), but this is not an outage, and it needs a human.
+                    tracing::error!(
+                        kind = %self.kind,
+                        "the API server refuses kproxy ({code}): {e}; check the credentials \
+                         and a ClusterRole like deploy/clusterrole.yaml; retrying"
+                    );
                 } else {
                     tracing::warn!(kind = %self.kind, "watch failed, retrying: {e}");
                     link.reachable(false);
@@ -335,6 +344,18 @@ impl<K: Resource> Translator<K> {
             }
         }
     }
+}
+
+/// 401 or 403: the API server is there and says no.
+fn denied(e: &watcher::Error) -> Option<u16> {
+    let code = match e {
+        watcher::Error::WatchError(status) => status.code,
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code,
+        _ => return None,
+    };
+    matches!(code, 401 | 403).then_some(code)
 }
 
 fn is_gone(e: &watcher::Error) -> bool {
@@ -482,6 +503,20 @@ mod tests {
         // The half list from before the error is not delivered, and no
         // Replace goes out: the sync loop keeps what it has.
         assert_eq!(out, ["connected false"]);
+    }
+
+    #[tokio::test]
+    async fn forbidden_is_not_an_outage() {
+        let out = translate(vec![
+            Ok(Event::Init),
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(status(
+                403,
+            )))),
+        ])
+        .await;
+        // The API server answered: nothing to report as a lost connection,
+        // and no state either.
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[tokio::test]
