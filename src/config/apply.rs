@@ -27,9 +27,7 @@ use anyhow::{Context as _, anyhow};
 
 use super::flags::{Flags, Note};
 use super::values::{BindValue, split_list};
-use super::{
-    Config, HEALTHZ_PORT, LocalMode, METRICS_PORT, NodePortAddresses, parse_cidrs, parse_mode,
-};
+use super::{Config, HEALTHZ_PORT, LocalMode, METRICS_PORT, NodePortAddresses, parse_mode};
 
 /// Kept by upstream outside the configuration, or kproxy's own: always apply.
 const ALWAYS: &[&str] = &[
@@ -227,7 +225,13 @@ fn apply_configuration(f: &Flags, c: &mut Config) -> anyhow::Result<()> {
         c.bind_address_hard_fail = f.bind_address_hard_fail;
     }
     if given("cluster-cidr") {
-        c.cluster_cidrs = parse_cidrs(&f.cluster_cidr).map_err(|e| flag_err("cluster-cidr", e))?;
+        // Split as upstream splits it: an empty value is one empty CIDR.
+        c.cluster_cidrs = f
+            .cluster_cidr
+            .split(',')
+            .map(super::values::parse_cidr_sloppy)
+            .collect::<Result<_, _>>()
+            .map_err(|e| flag_err("cluster-cidr", e))?;
     }
     if given("config-sync-period") {
         c.config_sync_period = f.config_sync_period;
