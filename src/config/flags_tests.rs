@@ -187,6 +187,10 @@ fn bad_values_are_refused_with_the_flag_named() {
             "--cluster-cidr: \"banana\"",
         ),
         (
+            &["--cluster-cidr="],
+            "--cluster-cidr: \"\" is not a valid CIDR",
+        ),
+        (
             &["--cluster-cidr=10.0.0.0/8,11.0.0.0/8"],
             "--cluster-cidr (clusterCIDR)",
         ),
