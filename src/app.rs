@@ -9,7 +9,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cluster::convert::ConvertOptions;
 use crate::cluster::{ClusterState, SourceEvent};
-use crate::config::{Config, Flags, ProxyMode};
+use crate::config::{Config, ProxyMode};
 use crate::iptables::{IptablesProxier, Leftovers, cleanup_iptables_leftovers};
 use crate::ipvs::IpvsProxier;
 use crate::kernel::KernelError;
@@ -20,22 +20,22 @@ use crate::kernel::link::Links;
 use crate::source::EventSender;
 use crate::sync::{Exit, NoObserver, Proxier, Schedule, SyncLoop, SyncObserver};
 
-/// Defaults, then the config file (if any), then the flags given (flags
-/// win, as upstream). Also returns the file's accepted-but-unused fields,
-/// to be logged once logging is set up from this very config.
-pub fn load_config(flags: &Flags) -> anyhow::Result<(Config, Option<crate::config::file::Loaded>)> {
-    match &flags.config {
-        Some(path) => {
-            let loaded = crate::config::file::read(path)?;
-            let config = flags.apply_to(loaded.config.clone())?;
-            Ok((config, Some(loaded)))
-        }
-        None => Ok((flags.apply_to(Config::default())?, None)),
-    }
-}
-
 pub fn init_logging(config: &Config) {
     crate::logging::init(config.verbosity, config.log_format);
+}
+
+/// Upstream's conntrack settings (nf_conntrack_max, hash size, timeouts,
+/// be_liberal). As upstream, a failure stops the start: the node would
+/// otherwise run with a conntrack table sized for someone else's workload.
+pub fn set_conntrack(config: &Config) -> anyhow::Result<()> {
+    match crate::kernel::conntrack_sysctl::apply_conntrack(config) {
+        Ok(changed) if !changed.is_empty() => {
+            tracing::info!("set conntrack parameters: {}", changed.join(", "));
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => bail!("could not set conntrack parameters from the configuration: {e}"),
+    }
 }
 
 /// The real IPVS adapter, or why there is none. The generic-netlink family

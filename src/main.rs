@@ -12,16 +12,34 @@ use kproxy::config::{Config, Flags};
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let (config, loaded) = match app::load_config(&flags) {
-        Ok(c) => c,
+    if let Some(text) = flags.version_text() {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    let resolved = match kproxy::config::resolve(&flags) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("kproxy: {e:#}");
             return ExitCode::from(2);
         }
     };
+    let config = resolved.config.clone();
     app::init_logging(&config);
-    if let Some(l) = loaded {
-        l.log_ignored();
+    // Each ignored flag and file field, once.
+    resolved.log_notes();
+    // Before anything else, as upstream: write the effective configuration
+    // and exit, touching neither the API server nor the kernel.
+    if let Some(path) = &config.write_config_to {
+        return match kproxy::config::file::write_config(&config, path) {
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "wrote the configuration");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kproxy: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -49,9 +67,19 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         return Ok(app::cleanup(&config));
     }
     // The source first: nothing in the kernel changes unless it can work.
-    let source = app::Source::prepare(&config).await?;
-    let events = source.events(&config);
+    // `--init-only` needs no source: it is the privileged set-up alone.
+    let source = if config.init_only {
+        None
+    } else {
+        Some(app::Source::prepare(&config).await?)
+    };
     let proxier = app::build_proxier(&config).context("setting up the proxy mode")?;
+    let Some(source) = source else {
+        tracing::info!("--init-only: the kernel is set up; exiting");
+        return Ok(ExitCode::SUCCESS);
+    };
+    kproxy::config::system::apply_oom_score_adj(config.oom_score_adj);
+    let events = source.events(&config);
     let (tx, rx) = mpsc::unbounded_channel();
     source.start(&config, tx);
     if config.dry_run {
