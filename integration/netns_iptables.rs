@@ -810,7 +810,9 @@ mod inner {
             vec![IpFamily::V4, IpFamily::V6],
             RuleConfig {
                 mark: 0x4000,
-                cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+                local: kproxy::config::LocalDetector::ClusterCidr(vec![
+                    "10.244.0.0/16".parse().unwrap(),
+                ]),
                 ..RuleConfig::default()
             },
         );

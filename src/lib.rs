@@ -13,5 +13,6 @@ pub mod iptables;
 pub mod ipvs;
 pub mod kernel;
 pub mod logging;
+pub mod netfilter;
 pub mod source;
 pub mod sync;

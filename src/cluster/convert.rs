@@ -965,18 +965,18 @@ pub fn node(n: &core::Node) -> Result<Node, Problem> {
         .as_ref()
         .and_then(|s| s.addresses.as_deref())
         .unwrap_or(&[]);
-    for a in raw {
-        // Hostname and DNS entries are names; an address that does not parse
-        // is skipped: the node's own addresses matter only as a hint here
-        // (NodePorts use the local interfaces) and refusing the Node would
-        // lose its zone and labels as well.
-        if !matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
-            continue;
-        }
-        if let Some(ip) = parse_ip(&a.address)
-            && !addresses.contains(&ip)
-        {
-            addresses.push(ip);
+    // InternalIPs before ExternalIPs, as upstream's GetNodeHostIPs orders
+    // them: the first is the node's primary IP. Hostname and DNS entries
+    // are names; an address that does not parse is skipped: the node's own
+    // addresses matter only as a hint here (NodePorts use the local
+    // interfaces) and refusing the Node would lose its zone and labels too.
+    for kind in ["InternalIP", "ExternalIP"] {
+        for a in raw.iter().filter(|a| a.type_ == kind) {
+            if let Some(ip) = parse_ip(&a.address)
+                && !addresses.contains(&ip)
+            {
+                addresses.push(ip);
+            }
         }
     }
     let labels = n.metadata.labels.clone().unwrap_or_default();

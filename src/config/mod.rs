@@ -130,7 +130,7 @@ impl LocalMode {
 
 /// How local traffic is recognised, once the mode and its settings are
 /// combined (see `Config::local_detector`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum LocalDetector {
     /// Source address inside the cluster CIDRs (first one of each family).
     ClusterCidr(Vec<IpNet>),
@@ -143,6 +143,7 @@ pub enum LocalDetector {
     InterfaceNamePrefix(String),
     /// Nothing is local (ClusterCIDR mode without a cluster CIDR), as
     /// upstream's no-op detector.
+    #[default]
     None,
 }
 

@@ -135,6 +135,17 @@ pub fn primary_nodeport_addresses(ips: &NodeIps) -> NodePortAddresses {
     }
 }
 
+/// The NodePort addresses in effect on a node with these addresses (its
+/// Node object's): `primary` resolved as upstream resolves it at start-up,
+/// anything else as configured.
+pub fn nodeport_addresses_for(config: &Config, node_addresses: &[IpAddr]) -> NodePortAddresses {
+    if config.nodeport_primary {
+        primary_nodeport_addresses(&node_ips(node_addresses, config.bind_address))
+    } else {
+        config.nodeport_addresses.clone()
+    }
+}
+
 /// Replace the `primary` placeholder once the Node's addresses are known.
 pub fn resolve_primary_nodeport_addresses(config: &mut Config, node_addresses: &[IpAddr]) {
     if config.nodeport_primary {

@@ -132,6 +132,11 @@ impl<I: Iptables> IptablesProxier<I> {
             zone: node.and_then(|n| n.zone.clone()),
             addresses,
             conntrack_tcp_liberal: self.conntrack_tcp_liberal,
+            pod_cidrs: node.map(|n| n.pod_cidrs.clone()).unwrap_or_default(),
+            nodeport_addresses: crate::config::system::nodeport_addresses_for(
+                &self.config,
+                node.map(|n| n.addresses.as_slice()).unwrap_or(&[]),
+            ),
         };
         (ctx, err)
     }

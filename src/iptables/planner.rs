@@ -27,6 +27,7 @@ use crate::cluster::{
     ServicePort, ServicePortName, TrafficPolicy,
 };
 use crate::config::{Config, NodePortAddresses};
+use crate::netfilter::local::LocalMatch;
 
 pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
 pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
@@ -130,6 +131,10 @@ pub struct NodeContext {
     /// `net.netfilter.nf_conntrack_tcp_be_liberal` is set: no DROP of
     /// conntrack-INVALID packets is needed.
     pub conntrack_tcp_liberal: bool,
+    /// The Node's podCIDRs (`--detect-local-mode NodeCIDR`).
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// The NodePort addresses in effect (`primary` resolved from the Node).
+    pub nodeport_addresses: NodePortAddresses,
 }
 
 impl NodeContext {
@@ -251,7 +256,8 @@ struct Builder {
     mark: String,
     masquerade_all: bool,
     /// `--cluster-cidr` of this family: tells pod traffic from the rest.
-    local_cidr: Option<IpNet>,
+    /// Pod traffic, as `--detect-local-mode` recognises it.
+    local: LocalMatch,
     node_ip: Option<IpAddr>,
     large: bool,
     nat_services: Vec<String>,
@@ -314,11 +320,7 @@ pub fn plan(
         family,
         mark: format!("{:#x}", config.masquerade_mark()),
         masquerade_all: config.masquerade_all,
-        local_cidr: config
-            .cluster_cidrs
-            .iter()
-            .copied()
-            .find(|c| IpFamily::of(&c.addr()) == family),
+        local: LocalMatch::resolve(&config.local_detector(), &node.pod_cidrs, family),
         node_ip: node.node_ip(family),
         large: out.endpoints > LARGE_CLUSTER_ENDPOINTS,
         nat_services: Vec::new(),
@@ -342,7 +344,7 @@ pub fn plan(
         );
     }
 
-    b.nodeports_tail(config, node);
+    b.nodeports_tail(node);
     out.ruleset = b.finish(node);
     out
 }
@@ -529,10 +531,10 @@ impl Builder {
         if has_internal {
             if self.masquerade_all {
                 internal_head.push(format!("{cluster_match} -j {KUBE_MARK_MASQ}"));
-            } else if let Some(cidr) = self.local_cidr {
+            } else if let Some(not_local) = self.local.if_not_local() {
                 // Off-cluster traffic to a cluster IP (a static route to any
                 // node) may leave the node again: masquerade it.
-                internal_head.push(format!("{cluster_match} ! -s {cidr} -j {KUBE_MARK_MASQ}"));
+                internal_head.push(format!("{cluster_match} {not_local} -j {KUBE_MARK_MASQ}"));
             }
         }
 
@@ -546,12 +548,12 @@ impl Builder {
                     ))
                 ));
             } else {
-                if let Some(cidr) = self.local_cidr {
+                if let Some(local) = self.local.if_local() {
                     // Pods reaching an external destination are treated as
                     // if they went out to the load balancer and came back:
                     // no traffic policy applies.
                     rules.push(format!(
-                        "-m comment --comment {} -s {cidr} -j {svc_chain}",
+                        "-m comment --comment {} {local} -j {svc_chain}",
                         quoted(&format!("pod traffic for {name} external destinations"))
                     ));
                 }
@@ -718,10 +720,10 @@ impl Builder {
     }
 
     /// The jump to KUBE-NODEPORTS must be the last rule of KUBE-SERVICES.
-    fn nodeports_tail(&mut self, config: &Config, node: &NodeContext) {
+    fn nodeports_tail(&mut self, node: &NodeContext) {
         let c =
             quoted("kubernetes service nodeports; NOTE: this must be the last rule in this chain");
-        let cidrs: Vec<IpNet> = match &config.nodeport_addresses {
+        let cidrs: Vec<IpNet> = match &node.nodeport_addresses {
             NodePortAddresses::All => Vec::new(),
             NodePortAddresses::Cidrs(v) => v
                 .iter()

@@ -786,3 +786,102 @@ fn a_flush_of_the_nat_table_alone_is_noticed() {
     );
     assert_eq!(out.ops.get("insert_jumps"), Some(&3), "the three nat jumps");
 }
+
+/// Upstream's iptables proxier puts its local detector's IfNotLocal on the
+/// cluster-IP masquerade rule and IfLocal on the "pod traffic" rule of a
+/// Local-policy Service's external chain (proxier.go syncProxyRules).
+#[test]
+fn detect_local_modes_shape_the_masquerade_and_pod_traffic_rules() {
+    let mut s = service("default", "lb", "10.96.0.40", "http", 80);
+    s.service_type = ServiceType::NodePort;
+    s.ports[0].node_port = Some(30040);
+    s.external_traffic_policy = crate::cluster::TrafficPolicy::Local;
+    let with = |mode: crate::config::LocalMode, node_cidrs: Vec<IpNet>| {
+        let mut c = cluster(vec![(s.clone(), TEN_EP.to_vec())]);
+        c.node.as_mut().unwrap().pod_cidrs = node_cidrs;
+        let mut cfg = config();
+        cfg.detect_local_mode = mode;
+        cfg.pod_bridge_interface = "cni0".into();
+        cfg.pod_interface_name_prefix = "veth".into();
+        let mut p = IptablesProxier::new(IptablesTwin::new(), cfg, vec![IpFamily::V4]);
+        assert!(p.sync_view(&c, None).ok());
+        p.last_restore(IpFamily::V4).unwrap().to_string()
+    };
+    use crate::config::LocalMode;
+    let cases = [
+        (
+            LocalMode::ClusterCidr,
+            vec![],
+            "! -s 10.244.0.0/16",
+            "-s 10.244.0.0/16",
+        ),
+        (
+            LocalMode::NodeCidr,
+            vec![cidr("10.244.5.0/24")],
+            "! -s 10.244.5.0/24",
+            "-s 10.244.5.0/24",
+        ),
+        (LocalMode::BridgeInterface, vec![], "! -i cni0", "-i cni0"),
+        (
+            LocalMode::InterfaceNamePrefix,
+            vec![],
+            "! -i veth+",
+            "-i veth+",
+        ),
+    ];
+    for (mode, node_cidrs, not_local, local) in cases {
+        let text = with(mode, node_cidrs);
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("{not_local} -j KUBE-MARK-MASQ"))),
+            "{mode:?}: no masquerade rule with {not_local:?}\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.contains("pod traffic for")
+                    && l.contains(&format!(" {local} -j KUBE-SVC-"))),
+            "{mode:?}: no pod-traffic rule with {local:?}\n{text}"
+        );
+    }
+    // NodeCIDR before the Node has podCIDRs: neither rule.
+    let text = with(LocalMode::NodeCidr, vec![]);
+    assert!(!text.contains("pod traffic for"), "{text}");
+    assert!(!text.contains("! -s"), "{text}");
+}
+
+/// `nodePortAddresses: [primary]`: the Node's first address of each family
+/// (or `--bind-address`, when set) as a /32 or /128, as upstream's
+/// server.go resolves it.
+#[test]
+fn primary_nodeport_addresses_come_from_the_node_and_bind_address() {
+    let mut s = service("default", "np", "10.96.0.31", "http", 80);
+    s.service_type = ServiceType::NodePort;
+    s.ports[0].node_port = Some(30081);
+    let mut c = cluster(vec![(s, TEN_EP[..1].to_vec())]);
+    // The Node object names 10.0.2.1 first; the interfaces have both.
+    c.node.as_mut().unwrap().addresses = vec![ip("10.0.2.1"), ip("fd00:1::1")];
+    let restore = |bind: &str| {
+        let mut cfg = config();
+        cfg.nodeport_primary = true;
+        cfg.nodeport_addresses = crate::config::NodePortAddresses::Cidrs(vec![]);
+        cfg.bind_address = ip(bind);
+        let mut p = IptablesProxier::new(IptablesTwin::new(), cfg, vec![IpFamily::V4])
+            .with_addresses(Box::new(|| Ok(vec![ip("10.0.1.1"), ip("10.0.2.1")])));
+        assert!(p.sync_view(&c, None).ok());
+        p.last_restore(IpFamily::V4).unwrap().to_string()
+    };
+    let nodeport_jumps = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.ends_with("-j KUBE-NODEPORTS") && l.starts_with("-A KUBE-SERVICES"))
+            .map(|l| l.split(" -d ").nth(1).unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        nodeport_jumps(&restore("0.0.0.0")),
+        ["10.0.2.1 -j KUBE-NODEPORTS"]
+    );
+    assert_eq!(
+        nodeport_jumps(&restore("10.0.1.1")),
+        ["10.0.1.1 -j KUBE-NODEPORTS"]
+    );
+}

@@ -13,12 +13,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::sets::{DesiredSets, Set, destroy_script, diff_sets};
 use crate::cluster::IpFamily;
-use crate::config::Config;
+use crate::config::{Config, LocalDetector};
 use crate::iptables::ruleset::{Chain, Jump, RestorePlan, Ruleset, SavedTable};
 use crate::iptables::{Leftovers, cleanup_iptables_leftovers, remove_chains_and_jumps};
 use crate::kernel::KernelError;
 use crate::kernel::ipset::{Ipsets, LiveSet};
 use crate::kernel::iptables::Iptables;
+use crate::netfilter::local::LocalMatch;
 use crate::sync::SyncOutcome;
 
 // The chains both modes have keep the iptables mode's names.
@@ -36,7 +37,11 @@ const KUBE_IPVS_OUT_FILTER: &str = "KUBE-IPVS-OUT-FILTER";
 #[derive(Clone, Debug, Default)]
 pub struct RuleConfig {
     pub masquerade_all: bool,
-    pub cluster_cidrs: Vec<IpNet>,
+    /// `--detect-local-mode` and its settings.
+    pub local: LocalDetector,
+    /// The Node's podCIDRs, for `--detect-local-mode NodeCIDR` (set by the
+    /// proxier as the Node arrives).
+    pub node_pod_cidrs: Vec<IpNet>,
     pub mark: u32,
 }
 
@@ -44,9 +49,16 @@ impl From<&Config> for RuleConfig {
     fn from(c: &Config) -> Self {
         Self {
             masquerade_all: c.masquerade_all,
-            cluster_cidrs: c.cluster_cidrs.clone(),
+            local: c.local_detector(),
+            node_pod_cidrs: Vec::new(),
             mark: c.masquerade_mark(),
         }
+    }
+}
+
+impl RuleConfig {
+    fn local(&self, family: IpFamily) -> LocalMatch {
+        LocalMatch::resolve(&self.local, &self.node_pod_cidrs, family)
     }
 }
 
@@ -76,18 +88,15 @@ pub fn ruleset(family: IpFamily, sets: &DesiredSets, cfg: &RuleConfig) -> Rulese
         ));
     }
     if has(Set::ClusterIp) {
-        let cidr = cfg
-            .cluster_cidrs
-            .iter()
-            .find(|c| IpFamily::of(&c.addr()) == family);
-        services.push(match (cfg.masquerade_all, cidr) {
+        let local = cfg.local(family);
+        services.push(match (cfg.masquerade_all, local.if_not_local()) {
             (true, _) => commented(Set::ClusterIp, "dst,dst", "-j KUBE-MARK-MASQ"),
             // Traffic from outside the pod network to a cluster IP.
-            (false, Some(c)) => format!(
-                "! -s {c} {}",
+            (false, Some(not_local)) => format!(
+                "{not_local} {}",
                 commented(Set::ClusterIp, "dst,dst", "-j KUBE-MARK-MASQ")
             ),
-            // Without a cluster CIDR only the node's own traffic sourced
+            // Without a local detector only the node's own traffic sourced
             // from a Service VIP needs it.
             (false, None) => commented(Set::ClusterIp, "src,dst", "-j KUBE-MARK-MASQ"),
         });
@@ -402,6 +411,11 @@ impl Firewall {
     /// Bring sets and rules to the plan. Sets first: a rule may only name
     /// a set that exists, and its members should be in place before the
     /// rule matches on them.
+    /// The Node's podCIDRs, for `--detect-local-mode NodeCIDR`.
+    pub fn set_node_pod_cidrs(&mut self, cidrs: Vec<IpNet>) {
+        self.cfg.node_pod_cidrs = cidrs;
+    }
+
     pub fn sync(&mut self, sets: &DesiredSets, outcome: &mut SyncOutcome) {
         let live = match self.live_sets() {
             Ok(l) => l,

@@ -502,3 +502,68 @@ impl Ipsets for ReleaseWhenRulesGone {
         sets.restore(script)
     }
 }
+
+/// Upstream's IPVS proxier masquerades off-cluster traffic to a cluster IP
+/// with its local detector's "not local" match (proxier.go,
+/// writeIptablesRules: `-m set --match-set KUBE-CLUSTER-IP dst,dst` plus
+/// IfNotLocal), or, with no detector, node traffic from a VIP (`src,dst`).
+#[test]
+fn every_detect_local_mode_shapes_the_cluster_ip_masquerade_rule() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--cluster-cidr=10.244.0.0/16"], "! -s 10.244.0.0/16 "),
+        (
+            &[
+                "--detect-local-mode=BridgeInterface",
+                "--pod-bridge-interface=cni0",
+            ],
+            "! -i cni0 ",
+        ),
+        (
+            &[
+                "--detect-local-mode=InterfaceNamePrefix",
+                "--pod-interface-name-prefix=veth",
+            ],
+            "! -i veth+ ",
+        ),
+    ];
+    for (flags, want) in cases {
+        let text = rendered_rules("clusterip.yaml", flags, IpFamily::V4);
+        let rule = text
+            .lines()
+            .find(|l| l.contains("KUBE-CLUSTER-IP") && l.contains("KUBE-MARK-MASQ"))
+            .unwrap_or_else(|| panic!("{flags:?}: no masquerade rule in\n{text}"));
+        assert!(rule.contains(want), "{flags:?}: {rule}");
+        assert!(rule.contains("dst,dst"), "{flags:?}: {rule}");
+    }
+    // ClusterCIDR without a CIDR detects nothing: node traffic from a VIP.
+    let text = rendered_rules("clusterip.yaml", &[], IpFamily::V4);
+    assert!(
+        text.contains("KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ"),
+        "{text}"
+    );
+}
+
+/// NodeCIDR uses the Node's podCIDRs, so the rule appears once they are known.
+#[test]
+fn node_cidr_mode_follows_the_nodes_pod_cidrs() {
+    let cfg = config(&["--detect-local-mode=NodeCIDR"]);
+    let (state, _) = state_from_yaml(&fixture("clusterip.yaml"), &cfg);
+    let p = plan(&state, &test_node(), &PlanConfig::from(&cfg));
+    let mut rc = RuleConfig::from(&cfg);
+    let masq = |rc: &RuleConfig| {
+        let rs = ruleset(IpFamily::V4, &p.sets, rc);
+        rs.nat
+            .chains
+            .iter()
+            .flat_map(|c| c.rules.clone())
+            .find(|r| r.contains("KUBE-CLUSTER-IP") && r.contains("KUBE-MARK-MASQ"))
+            .unwrap()
+    };
+    assert!(masq(&rc).contains("src,dst"), "no podCIDR yet");
+    rc.node_pod_cidrs = vec!["10.244.7.0/24".parse().unwrap()];
+    assert!(
+        masq(&rc).starts_with("! -s 10.244.7.0/24 "),
+        "{}",
+        masq(&rc)
+    );
+}

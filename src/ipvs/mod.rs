@@ -85,7 +85,26 @@ impl IpvsProxier {
     /// the node's addresses.
     pub fn plan_for(&self, state: &ClusterState, mut node: NodeContext) -> IpvsPlan {
         node.zone = state.node().and_then(|n| n.zone.clone());
+        if self.plan_config.nodeport_primary {
+            let mut cfg = self.plan_config.clone();
+            let addresses = state.node().map(|n| n.addresses.as_slice()).unwrap_or(&[]);
+            let ips = crate::config::system::node_ips(addresses, cfg.bind_address);
+            cfg.nodeport_addresses = crate::config::system::primary_nodeport_addresses(&ips);
+            return plan(state, &node, &cfg);
+        }
         plan(state, &node, &self.plan_config)
+    }
+
+    /// What the companion rules need to know about the Node.
+    fn firewall_for(&mut self, state: &ClusterState) -> Option<&mut firewall::Firewall> {
+        let fw = self.firewall.as_mut()?;
+        fw.set_node_pod_cidrs(
+            state
+                .node()
+                .map(|n| n.pod_cidrs.clone())
+                .unwrap_or_default(),
+        );
+        Some(fw)
     }
 
     /// Apply `ops` in order, batched per kind of adapter, stopping at nothing:
@@ -214,7 +233,7 @@ impl Proxier for IpvsProxier {
             tracing::debug!("{op}");
         }
         self.apply(&ops, &mut outcome);
-        if let Some(fw) = &mut self.firewall {
+        if let Some(fw) = self.firewall_for(state) {
             fw.sync(&desired.sets, &mut outcome);
         }
         outcome.problems = desired.problems;
@@ -238,7 +257,7 @@ impl Proxier for IpvsProxier {
         lines.extend(render::render(&desired.table).lines().map(String::from));
         let bound: Vec<String> = desired.bound.iter().map(|a| a.to_string()).collect();
         lines.push(format!("# {DUMMY_LINK} addresses: {}", bound.join(" ")));
-        if let Some(fw) = &mut self.firewall {
+        if let Some(fw) = self.firewall_for(state) {
             lines.extend(fw.dry_run(&desired.sets));
         }
         Ok(lines)

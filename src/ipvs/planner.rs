@@ -39,6 +39,10 @@ pub struct NodeContext {
 pub struct PlanConfig {
     pub scheduler: String,
     pub nodeport_addresses: NodePortAddresses,
+    /// `nodePortAddresses: [primary]`: `nodeport_addresses` is resolved
+    /// from the Node's addresses and `bind_address` at every plan.
+    pub nodeport_primary: bool,
+    pub bind_address: IpAddr,
 }
 
 impl Default for PlanConfig {
@@ -46,6 +50,8 @@ impl Default for PlanConfig {
         Self {
             scheduler: "rr".into(),
             nodeport_addresses: NodePortAddresses::All,
+            nodeport_primary: false,
+            bind_address: IpAddr::from([0, 0, 0, 0]),
         }
     }
 }
@@ -55,6 +61,8 @@ impl From<&crate::config::Config> for PlanConfig {
         Self {
             scheduler: c.ipvs_scheduler.clone(),
             nodeport_addresses: c.nodeport_addresses.clone(),
+            nodeport_primary: c.nodeport_primary,
+            bind_address: c.bind_address,
         }
     }
 }

@@ -1107,6 +1107,30 @@ fn endpoints_bad_parts_and_refusals() {
 // ---- Node ----
 
 #[test]
+fn node_removal_and_pod_cidrs() {
+    let n: core::Node = serde_json::from_value(json!({
+        "metadata": {"name": "n", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:244:1::/64"]}
+    }))
+    .unwrap();
+    let deleting = node(&n).unwrap();
+    assert!(!deleting.eligible(), "being deleted");
+    assert_eq!(deleting.pod_cidrs.len(), 2);
+    let n: core::Node = serde_json::from_value(json!({
+        "metadata": {"name": "n"},
+        "spec": {"podCIDR": "10.244.2.0/24",
+                 "taints": [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]}
+    }))
+    .unwrap();
+    let node = node(&n).unwrap();
+    assert!(!node.eligible(), "tainted for removal");
+    assert_eq!(
+        node.pod_cidrs,
+        vec!["10.244.2.0/24".parse::<ipnet::IpNet>().unwrap()]
+    );
+}
+
+#[test]
 fn node_conversion() {
     let n: core::Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
@@ -1123,14 +1147,18 @@ fn node_conversion() {
     .unwrap();
     let node = node(&n).unwrap();
     assert_eq!(node.name, "node-1");
+    // InternalIPs first, as upstream's GetNodeHostIPs (component-helpers
+    // node/util) orders them.
     assert_eq!(
         node.addresses,
         vec![
             "172.18.0.2".parse::<IpAddr>().unwrap(),
-            "198.51.100.2".parse().unwrap(),
-            "fd00:172:18::2".parse().unwrap()
+            "fd00:172:18::2".parse().unwrap(),
+            "198.51.100.2".parse().unwrap()
         ]
     );
+    assert!(node.eligible());
+    assert!(node.pod_cidrs.is_empty());
     assert_eq!(node.zone.as_deref(), Some("zone-a"));
     assert_eq!(
         node.labels.get("kubernetes.io/os").map(String::as_str),

@@ -1,0 +1,3 @@
+//! What the two modes' iptables rules share.
+
+pub mod local;
