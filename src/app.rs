@@ -321,7 +321,15 @@ pub async fn dry_run(
 }
 
 /// The health and metrics servers; their telemetry observes the sync loop.
-pub async fn start_http(config: &Config, mode: ProxyMode) -> anyhow::Result<Arc<dyn SyncObserver>> {
+/// A server that cannot be bound is logged and recorded as a Warning event
+/// on the Node (upstream's FailedToStartProxierHealthcheck /
+/// FailedToStartMetricServer), and the proxy goes on without it, unless
+/// `--bind-address-hard-fail` makes it fatal.
+pub async fn start_http(
+    config: &Config,
+    mode: ProxyMode,
+    events: &crate::events::Events,
+) -> anyhow::Result<Arc<dyn SyncObserver>> {
     if config.once {
         return Ok(Arc::new(NoObserver));
     }
@@ -339,7 +347,24 @@ pub async fn start_http(config: &Config, mode: ProxyMode) -> anyhow::Result<Arc<
             })
             .collect(),
     );
-    crate::http::start(config, Arc::clone(&telemetry)).await?;
+    let running = crate::http::start(config, Arc::clone(&telemetry)).await?;
+    for (server, err) in running.failed {
+        if config.bind_address_hard_fail {
+            return Err(err.context("--bind-address-hard-fail is set"));
+        }
+        let reason = match server {
+            crate::http::Server::Healthz => "FailedToStartProxierHealthcheck",
+            crate::http::Server::Metrics => "FailedToStartMetricServer",
+        };
+        tracing::error!("{err:#}; going on without it");
+        events.record(
+            events.node_ref(),
+            kube::runtime::events::EventType::Warning,
+            reason,
+            crate::events::START_ACTION,
+            Some(format!("{err:#}")),
+        );
+    }
     Ok(telemetry)
 }
 

@@ -85,7 +85,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     if config.dry_run {
         return app::dry_run(proxier, &config, rx).await;
     }
-    let observer = app::start_http(&config, proxier.mode()).await?;
+    let observer = app::start_http(&config, proxier.mode(), &events).await?;
     if !config.once {
         events.starting();
     }

@@ -375,17 +375,22 @@ async fn one_address_serves_both() {
 }
 
 #[tokio::test]
-async fn a_taken_address_is_an_error_naming_it() {
+async fn a_taken_address_is_reported_naming_it_and_the_other_server_still_serves() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let cfg = Config {
         healthz_bind_address: Some(addr),
-        metrics_bind_address: None,
+        metrics_bind_address: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     };
-    let e = http::start(&cfg, Arc::new(Telemetry::new(Duration::from_secs(1))))
+    let running = http::start(&cfg, Arc::new(Telemetry::new(Duration::from_secs(1))))
         .await
-        .err()
         .unwrap();
+    assert_eq!(running.failed.len(), 1);
+    let (server, e) = &running.failed[0];
+    assert_eq!(*server, http::Server::Healthz);
     assert!(format!("{e:#}").contains(&addr.to_string()), "{e:#}");
+    assert!(running.healthz.is_none());
+    let (code, _, _) = get(running.metrics.unwrap(), "/metrics").await;
+    assert_eq!(code, 200);
 }

@@ -21,44 +21,56 @@ use crate::config::Config;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The servers once bound: their actual addresses (useful with port 0) and
-/// the task serving them.
+/// Which of the two servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Healthz,
+    Metrics,
+}
+
+/// The servers once bound: their actual addresses (useful with port 0),
+/// the task serving them, and the ones that could not be bound.
 pub struct Running {
     pub healthz: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub task: JoinHandle<anyhow::Result<()>>,
-}
-
-/// Bind and serve until an error; returns only on failure.
-pub async fn serve(cfg: &Config, telemetry: Arc<Telemetry>) -> anyhow::Result<()> {
-    let running = start(cfg, telemetry).await?;
-    running.task.await.context("HTTP server task")?
+    pub failed: Vec<(Server, anyhow::Error)>,
 }
 
 /// Bind the configured addresses (None disables a server) and serve in the
-/// background. Binding errors are returned here, so the caller can refuse
-/// to start, as kube-proxy does with bindAddressHardFail.
+/// background. A server that cannot be bound is reported in `failed` and
+/// the other one still serves: the caller decides, as kube-proxy does with
+/// bindAddressHardFail, whether that stops the proxy.
 pub async fn start(cfg: &Config, telemetry: Arc<Telemetry>) -> anyhow::Result<Running> {
     let mut servers = Vec::new();
+    let mut failed = Vec::new();
     let mut bound = (None, None);
     let same = cfg.healthz_bind_address.is_some()
         && cfg.healthz_bind_address == cfg.metrics_bind_address
         && cfg.healthz_bind_address.is_some_and(|a| a.port() != 0);
     if let Some(addr) = cfg.healthz_bind_address {
-        let l = bind(addr, "healthz").await?;
-        bound.0 = Some(l.local_addr()?);
-        let mut router = health_router(telemetry.clone());
-        if same {
-            // One address for both: one listener serves both sets of paths.
-            router = router.merge(metrics_routes(telemetry.clone(), false));
-            bound.1 = bound.0;
+        match bind(addr, "healthz").await {
+            Ok(l) => {
+                bound.0 = Some(l.local_addr()?);
+                let mut router = health_router(telemetry.clone());
+                if same {
+                    // One address for both: one listener serves both sets of paths.
+                    router = router.merge(metrics_routes(telemetry.clone(), false));
+                    bound.1 = bound.0;
+                }
+                servers.push((l, router));
+            }
+            Err(e) => failed.push((Server::Healthz, e)),
         }
-        servers.push((l, router));
     }
     if let (Some(addr), false) = (cfg.metrics_bind_address, same) {
-        let l = bind(addr, "metrics").await?;
-        bound.1 = Some(l.local_addr()?);
-        servers.push((l, metrics_router(telemetry.clone())));
+        match bind(addr, "metrics").await {
+            Ok(l) => {
+                bound.1 = Some(l.local_addr()?);
+                servers.push((l, metrics_router(telemetry.clone())));
+            }
+            Err(e) => failed.push((Server::Metrics, e)),
+        }
     }
     let task = tokio::spawn(async move {
         if servers.is_empty() {
@@ -77,6 +89,7 @@ pub async fn start(cfg: &Config, telemetry: Arc<Telemetry>) -> anyhow::Result<Ru
         healthz: bound.0,
         metrics: bound.1,
         task,
+        failed,
     })
 }
 

@@ -84,7 +84,17 @@ pub async fn client(cfg: &Config) -> anyhow::Result<kube::Client> {
     if let Some(url) = master {
         config.cluster_url = url;
     }
-    kube::Client::try_from(config).context("building the API client")
+    let api = &cfg.kube_api;
+    if api.content_type.contains("protobuf") {
+        tracing::debug!(
+            content_type = %api.content_type,
+            "kproxy reads and writes the API in JSON; protobuf is not implemented"
+        );
+    }
+    let client = kube::Client::try_from(config).context("building the API client")?;
+    Ok(super::ratelimit::RateLimited::wrap(
+        client, api.qps, api.burst,
+    ))
 }
 
 /// Tuning of the source; the defaults are what production uses.

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod kube;
 pub mod manifests;
+pub mod ratelimit;
 
 use tokio::sync::mpsc::UnboundedSender;
 
