@@ -13,3 +13,5 @@ echo "== host: convert + plan + diff on in-memory twins (no kernel), $(nproc) co
 target/release/kproxy-bench plan "$N" "$M"
 echo "== VM: booting"
 scripts/vm run --timeout 3000 --mem 4096 --env BENCH_SKIP_IPVSADM --env REPS -- scripts/bench-vm.sh "$N" "$M" "$out/base" "$out/changed" target/release
+echo "== the API server path (scripts/bench-api.sh)"
+scripts/bench-api.sh
