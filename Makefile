@@ -31,9 +31,14 @@ test: setup
 	@$(MAKE) --no-print-directory test-host
 	@$(MAKE) --no-print-directory test-vm
 
-## test-host: cargo test on the host (VM-only tests are #[ignore]d there)
+## test-host: cargo test on the host (VM-only tests are #[ignore]d there), then
+##            the end-to-end scripts integration/host/*.sh, each in fresh network
+##            namespaces with its own etcd + kube-apiserver (scripts/host-e2e.sh;
+##            HOST_TEST_FILTER=substring runs a subset)
 test-host:
 	$(CARGO) test
+	$(CARGO) build --bin kproxy
+	scripts/host-e2e.sh
 
 ## test-vm: build the vm_* test binaries and kproxy, run them and integration/*.sh in the VM
 ##          (VM_TEST_FILTER=substring runs a subset)
