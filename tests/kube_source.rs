@@ -368,11 +368,15 @@ impl FakeApi {
 
     /// Run the source against this server; events arrive on the receiver.
     fn run_source(&self) -> mpsc::UnboundedReceiver<SourceEvent> {
+        self.run_source_retrying_after(Duration::from_millis(10))
+    }
+
+    fn run_source_retrying_after(&self, delay: Duration) -> mpsc::UnboundedReceiver<SourceEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         let client = self.client();
         tokio::spawn(async move {
             let opts = Options {
-                retry_delay: Some(Duration::from_millis(10)),
+                retry_delay: Some(delay),
             };
             source::run_with(client, "node-1", tx, opts).await.unwrap();
         });
@@ -611,6 +615,31 @@ async fn gone_relists_and_the_replace_drops_what_was_deleted_meanwhile() {
             .count()
     });
     assert_eq!(relists, 2);
+}
+
+/// A 410 is routine, not a failure: the relist comes at once, not after the
+/// retry delay (after an outage that delay has grown to its maximum, and
+/// the first answer of a restarted API server is often a 410).
+#[tokio::test]
+async fn a_gone_watch_relists_at_once_whatever_the_retry_delay() {
+    let api = FakeApi::start(base_objects(), false).await;
+    let mut rx = api.run_source_retrying_after(Duration::from_secs(3600));
+    synced(&mut rx).await;
+    eventually("three watches open", watching(&api, 3)).await;
+    api.with(|s| {
+        s.drop_watches();
+        s.delete(Res::Services, "default/web");
+        s.compact();
+    });
+    // `next` gives up after 30 s: far less than the hour of retry delay.
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &String| e.starts_with("replace Service"))
+    {
+        seen.push(next(&mut rx).await);
+    }
+    assert!(seen.contains(&"replace Service []".to_string()), "{seen:?}");
 }
 
 #[tokio::test]

@@ -27,7 +27,6 @@ use kube::Api;
 use kube::api::Resource;
 use kube::client::Body;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, DefaultBackoff, Event};
 use serde::de::DeserializeOwned;
@@ -266,10 +265,24 @@ async fn watch_kind<K>(
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let stream = watcher::watcher(api, config).backoff(backoff(options));
+    let stream = watcher::watcher(api, config);
+    let mut backoff = backoff(options);
     let mut translator = Translator::new(kind, wrap);
     let mut stream = std::pin::pin!(stream);
     while let Some(item) = stream.next().await {
+        // The backoff is ours rather than kube-runtime's StreamBackoff, so
+        // that a 410 is not waited out: after an outage the first answer is
+        // often "too old" (a restarted API server's watch cache starts at
+        // the current revision), and a relist then should not sit out the
+        // 30 s the outage's errors built up.
+        let pause = match &item {
+            Ok(_) => {
+                backoff.reset();
+                None
+            }
+            Err(e) if is_gone(e) => None,
+            Err(_) => backoff.next(),
+        };
         for ev in translator.step(item, &link) {
             if !link.send(ev) {
                 return;
@@ -277,6 +290,9 @@ async fn watch_kind<K>(
         }
         if link.tx.is_closed() {
             return;
+        }
+        if let Some(d) = pause {
+            tokio::time::sleep(d).await;
         }
     }
 }

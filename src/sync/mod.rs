@@ -117,12 +117,15 @@ impl<P: Proxier> SyncLoop<P> {
                 true
             }
             SourceEvent::Connected(c) => {
+                // Under the source's target: the loop's own info lines are
+                // held back at the default verbosity, these two are not.
                 if !c {
                     tracing::warn!(
+                        target: "kproxy::source",
                         "source disconnected: keeping the programmed rules and repairing drift from the last known state"
                     );
                 } else {
-                    tracing::info!("source connected");
+                    tracing::info!(target: "kproxy::source", "source connected again");
                 }
                 self.observer.source_connected(c);
                 false
