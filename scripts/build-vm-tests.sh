@@ -40,7 +40,8 @@ fi
 # A real control plane on the host for the tests that run kproxy against an
 # API server (integration/api_*.sh): the VM reaches it at 10.0.2.100.
 KPROXY_API_PORT=${KPROXY_API_PORT:-16443}
-KPROXY_API_DIR=$PWD/target/vm-api
+# Both overridable, so that two runs on one machine do not share a port or a folder.
+KPROXY_API_DIR=${KPROXY_API_DIR:-$PWD/target/vm-api}
 export KPROXY_API_PORT KPROXY_API_DIR
 rm -rf "$KPROXY_API_DIR"
 echo "--- starting etcd and kube-apiserver on 127.0.0.1:$KPROXY_API_PORT for the VM"
