@@ -95,18 +95,23 @@ pub fn nodeport_addresses(
         if la.ifname == DUMMY_LINK || IpFamily::of(&a) != family {
             continue;
         }
-        if let IpAddr::V6(v6) = a {
-            // Neither link-local (needs a scope) nor ::1 (no route_localnet
-            // for IPv6) can carry NodePort traffic.
-            if v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80 {
-                continue;
-            }
+        // Upstream leaves out loopback addresses (127.0.0.1 and ::1 cannot
+        // carry IPVS NodePort traffic; kubernetes#101023, v1.22) and IPv6
+        // link-local ones (they need a scope): pkg/proxy/ipvs/netlink_linux.go
+        // isValidForSet, used by GetAllLocalAddressesExcept for "all", and
+        // the IsLoopback filter on nodePortAddresses' matches (proxier.go,
+        // syncProxyRules).
+        if a.is_loopback() {
+            continue;
+        }
+        if let IpAddr::V6(v6) = a
+            && (v6.segments()[0] & 0xffc0) == 0xfe80
+        {
+            continue;
         }
         let take = match cfg {
             NodePortAddresses::All => true,
-            NodePortAddresses::Cidrs(cidrs) => {
-                !a.is_loopback() && cidrs.iter().any(|c: &IpNet| c.contains(&a))
-            }
+            NodePortAddresses::Cidrs(cidrs) => cidrs.iter().any(|c: &IpNet| c.contains(&a)),
         };
         if take {
             out.insert(a);

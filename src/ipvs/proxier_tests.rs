@@ -56,11 +56,11 @@ fn first_sync_programs_everything_and_the_second_changes_nothing() {
     assert_eq!(out.ops.get("add_address"), Some(&1));
     assert_eq!(
         out.ops.get("add_virtual_server"),
-        Some(&3),
-        "cluster IP, 127.0.0.1, eth0"
+        Some(&2),
+        "cluster IP, eth0 (no NodePort on loopback, as upstream)"
     );
     let table = n.ipvs.lock().unwrap().table.clone();
-    assert!(table.services.contains_key(&key("127.0.0.1", 30080)));
+    assert!(!table.services.contains_key(&key("127.0.0.1", 30080)));
     assert!(table.services.contains_key(&key("192.168.58.2", 30080)));
     let bound = n.links.lock().unwrap().links[DUMMY_LINK].clone();
     assert_eq!(bound.len(), 1);
