@@ -212,6 +212,38 @@ pub fn ruleset(family: IpFamily, sets: &DesiredSets, cfg: &RuleConfig) -> Rulese
         name(Set::IpvsIps)
     ));
 
+    // A load balancer whose source ranges leave the node out: the node's own
+    // connections to it (IPVS makes the LB IP their source too) are dropped
+    // explicitly, where an allowed node gets a KUBE-LOAD-BALANCER-SOURCE-IP
+    // member instead (upstream: lbNoNodeAccessIPPortProtocolEntries in
+    // pkg/proxy/ipvs/proxier.go). Written as iptables-save prints it.
+    let node_allowed = sets.get(family, Set::LoadBalancerSourceIp);
+    let mut ipvs_out_filter = Vec::new();
+    for entry in sets.get(family, Set::LoadBalancerFw).into_iter().flatten() {
+        let Some((ip, proto_port)) = entry.split_once(',') else {
+            continue;
+        };
+        if node_allowed.is_some_and(|m| m.contains(&format!("{entry},{ip}"))) {
+            continue;
+        }
+        let Some((proto, port)) = proto_port.split_once(':') else {
+            continue;
+        };
+        let vproto = match proto {
+            "tcp" => 6,
+            "udp" => 17,
+            "sctp" => 132,
+            _ => continue,
+        };
+        let host = match family {
+            IpFamily::V4 => 32,
+            IpFamily::V6 => 128,
+        };
+        ipvs_out_filter.push(format!(
+            "-s {ip}/{host} -m ipvs --vproto {vproto} --vaddr {ip} --vport {port} -j DROP"
+        ));
+    }
+
     let chain = |n: &str, rules: Vec<String>| Chain {
         name: n.to_string(),
         rules,
@@ -249,7 +281,7 @@ pub fn ruleset(family: IpFamily, sets: &DesiredSets, cfg: &RuleConfig) -> Rulese
                 chain(KUBE_PROXY_FIREWALL, proxy_firewall),
                 chain(KUBE_SOURCE_RANGES_FIREWALL, source_ranges),
                 chain(KUBE_IPVS_FILTER, ipvs_filter),
-                chain(KUBE_IPVS_OUT_FILTER, Vec::new()),
+                chain(KUBE_IPVS_OUT_FILTER, ipvs_out_filter),
             ],
         },
         jumps: jumps(),

@@ -11,7 +11,7 @@ use super::IpvsProxier;
 use super::firewall::{Firewall, RuleConfig, ruleset};
 use super::planner::{PlanConfig, plan};
 use super::planner_tests::{fixture, state_from_yaml, test_node};
-use super::sets::Set;
+use super::sets::{DesiredSets, Set};
 use crate::cluster::IpFamily;
 use crate::config::{Config, Flags};
 use crate::iptables::ruleset::RestorePlan;
@@ -107,6 +107,50 @@ fn rules_follow_the_masquerade_settings_and_skip_empty_sets() {
     );
     assert!(bit.contains("-A KUBE-MARK-MASQ -j MARK --or-mark 0x400"));
     assert!(!bit.contains("0x4000"));
+}
+
+/// Upstream drops the node's own connections to a load balancer whose
+/// source ranges leave the node out; the rule as iptables-save printed
+/// upstream v1.36.3's in the VM (integration/api_ipvs.sh).
+#[test]
+fn a_load_balancer_closed_to_the_node_drops_the_nodes_own_connections() {
+    let mut sets = DesiredSets::default();
+    let v4 = IpFamily::V4;
+    sets.add(v4, Set::LoadBalancerFw, "203.0.113.10,tcp:80".into());
+    // A range holds a node address: the node is let in by a member instead.
+    sets.add(v4, Set::LoadBalancerFw, "203.0.113.11,udp:53".into());
+    let open = "203.0.113.11,udp:53,203.0.113.11";
+    sets.add(v4, Set::LoadBalancerSourceIp, open.into());
+    sets.add(
+        IpFamily::V6,
+        Set::LoadBalancerFw,
+        "2001:db8::10,sctp:3868".into(),
+    );
+    let out_filter = |family| {
+        ruleset(family, &sets, &RuleConfig::default())
+            .filter
+            .chains
+            .into_iter()
+            .find(|c| c.name == "KUBE-IPVS-OUT-FILTER")
+            .unwrap()
+            .rules
+    };
+    assert_eq!(
+        out_filter(v4),
+        ["-s 203.0.113.10/32 -m ipvs --vproto 6 --vaddr 203.0.113.10 --vport 80 -j DROP"]
+    );
+    assert_eq!(
+        out_filter(IpFamily::V6),
+        ["-s 2001:db8::10/128 -m ipvs --vproto 132 --vaddr 2001:db8::10 --vport 3868 -j DROP"]
+    );
+    // No source ranges at all: nothing to drop.
+    let none = ruleset(v4, &DesiredSets::default(), &RuleConfig::default());
+    assert!(
+        none.filter
+            .chains
+            .iter()
+            .all(|c| c.name != "KUBE-IPVS-OUT-FILTER" || c.rules.is_empty())
+    );
 }
 
 struct World {
