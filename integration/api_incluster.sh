@@ -5,7 +5,9 @@
 #    kubeconfig.conf gets the API server's real address (step 2), deploy/ is
 #    applied (step 4); then what the kubelet would do for the DaemonSet's pod:
 #    its container command with $(NODE_NAME) expanded from the fieldRef, the
-#    ConfigMap's files at the volume's mountPath (/var/lib/kproxy), and a
+#    ConfigMap's files at the volume's mountPath (/var/lib/kproxy; one change:
+#    conntrack.maxPerCore 0, this namespace's nf_conntrack_max being
+#    read-only), and a
 #    ServiceAccount token issued by the API server with the CA and namespace
 #    at /var/run/secrets/kubernetes.io/serviceaccount. kproxy must program a
 #    Service. Then the token rotates: the ServiceAccount is deleted and
@@ -101,7 +103,22 @@ EOF
 mapfile -d '' -t ARGV <"$WORK/pod/argv"
 MOUNT=$(cat "$WORK/pod/mount")
 [ "$MOUNT" = /var/lib/kproxy ] || fail "the DaemonSet mounts its ConfigMap at $MOUNT; this test has a tmpfs at /var/lib/kproxy only"
-cp "$WORK/pod/config.conf" "$WORK/pod/kubeconfig.conf" "$MOUNT/"
+# node_config [in-cluster]: the ConfigMap's config.conf, with one change: a
+# test's network namespace has a read-only nf_conntrack_max, so (as kind
+# configures kube-proxy on such nodes) conntrack.maxPerCore is 0, which
+# leaves it alone. in-cluster: no clientConnection.kubeconfig either.
+node_config() {
+  "$PY" - "$WORK/pod/config.conf" "$MOUNT/config.conf" "${1:-}" <<'EOF'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+c.setdefault("conntrack", {})["maxPerCore"] = 0
+if sys.argv[3] == "in-cluster":
+    c.get("clientConnection", {}).pop("kubeconfig", None)
+yaml.safe_dump(c, open(sys.argv[2], "w"))
+EOF
+}
+node_config
+cp "$WORK/pod/kubeconfig.conf" "$MOUNT/"
 log "pod command: ${ARGV[*]}; env: $(tr '\n' ' ' <"$WORK/pod/env")"
 grep -q -- "--hostname-override=node-1" <<<"${ARGV[*]}" || fail "\$(NODE_NAME) was not expanded: ${ARGV[*]}"
 
@@ -116,11 +133,12 @@ TOKEN1=$(kubectl -n kube-system create token kproxy)
 write_token "$TOKEN1"
 
 # start_pod [ENV...]: the container's process (its image path replaced by
-# the binary under test), with only the environment the kubelet gives it.
+# the binary under test, never a wrapper adding flags), with only the
+# environment the kubelet gives it.
 start_pod() {
   local envs=()
   mapfile -t envs <"$WORK/pod/env"
-  env -i PATH="$PATH" "${envs[@]}" "$@" "$KPROXY" "${ARGV[@]:1}" >>"$WORK/kproxy.log" 2>&1 &
+  env -i PATH="$PATH" "${envs[@]}" "$@" "${KPROXY_BIN:-$KPROXY}" "${ARGV[@]:1}" >>"$WORK/kproxy.log" 2>&1 &
   DAEMON_PID=$!
 }
 
@@ -172,12 +190,7 @@ log "$(elapsed) token rotated: in2 programmed $((SECONDS - t))s after the new to
 stop_daemon
 "$KPROXY" --cleanup >"$WORK/cleanup.log" 2>&1 || { cat "$WORK/cleanup.log"; fail "kproxy --cleanup failed"; }
 ! programmed 10.96.0.41 || fail "cleanup left in1"
-"$PY" - "$WORK/pod/config.conf" "$MOUNT/config.conf" <<'EOF'
-import sys, yaml
-c = yaml.safe_load(open(sys.argv[1]))
-c.get("clientConnection", {}).pop("kubeconfig", None)
-yaml.safe_dump(c, open(sys.argv[2], "w"))
-EOF
+node_config in-cluster
 rm "$MOUNT/kubeconfig.conf"
 ! grep -q kubeconfig "$MOUNT/config.conf" || fail "the in-cluster config still names a kubeconfig"
 start_pod KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="$KPROXY_API_PORT"
