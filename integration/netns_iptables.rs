@@ -12,6 +12,11 @@
 
 use std::process::Command;
 
+/// nf_conntrack_max is read-only outside the host's own network namespace,
+/// and kproxy, as upstream, refuses to start when it cannot set it: a test
+/// namespace runs it as kind runs kube-proxy, with max-per-core 0.
+const NETNS_CONNTRACK: &str = "--conntrack-max-per-core=0";
+
 const INNER: &str = "KPROXY_NETNS_INNER";
 
 /// Run `inner::<name>` of this binary in a new network namespace.
@@ -99,6 +104,7 @@ fn scale_measurement() {
 }
 
 mod inner {
+    use super::NETNS_CONNTRACK;
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::IpAddr;
     use std::process::{Child, Command, Stdio};
@@ -407,7 +413,11 @@ mod inner {
         }
         let kproxy = env!("CARGO_BIN_EXE_kproxy");
         let run = |args: &[&str]| {
-            let out = Command::new(kproxy).args(args).output().expect("kproxy");
+            let out = Command::new(kproxy)
+                .args(args)
+                .arg(NETNS_CONNTRACK)
+                .output()
+                .expect("kproxy");
             assert!(
                 out.status.success(),
                 "kproxy {args:?}: {}",
@@ -464,7 +474,14 @@ mod inner {
         .unwrap();
         let d = dir.to_str().unwrap();
         let kproxy = |extra: &[&str]| {
-            let mut args = vec!["--once", "--manifests", d, "--hostname-override", "node-1"];
+            let mut args = vec![
+                "--once",
+                "--manifests",
+                d,
+                "--hostname-override",
+                "node-1",
+                NETNS_CONNTRACK,
+            ];
             args.extend_from_slice(extra);
             Command::new(env!("CARGO_BIN_EXE_kproxy"))
                 .args(&args)

@@ -73,6 +73,11 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     } else {
         Some(app::Source::prepare(&config).await?)
     };
+    if !config.dry_run {
+        // Before the proxier, as upstream: the iptables mode reads
+        // nf_conntrack_tcp_be_liberal.
+        app::set_conntrack(&config)?;
+    }
     let proxier = app::build_proxier(&config).context("setting up the proxy mode")?;
     let Some(source) = source else {
         tracing::info!("--init-only: the kernel is set up; exiting");

@@ -60,7 +60,7 @@ api_connect_vm() {
 }
 
 # Everything a test may have created: Services (but the API server's own
-# default/kubernetes), EndpointSlices, Nodes, Events.
+# default/kubernetes), EndpointSlices and Nodes.
 api_reset() {
   kubectl delete endpointslices --all -A --wait=false >/dev/null 2>&1 || true
   kubectl get svc -A --no-headers -o custom-columns=NS:.metadata.namespace,N:.metadata.name 2>/dev/null |

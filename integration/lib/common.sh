@@ -7,6 +7,18 @@ set -euo pipefail
 KPROXY=${KPROXY:-target/debug/kproxy}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WORK=$(mktemp -d /tmp/kproxy-it.XXXXXX)
+# Each test is a "node" in a network namespace of its own, where
+# nf_conntrack_max is read-only: as upstream, kproxy refuses to start when
+# it cannot set it, so, as kind configures kube-proxy on such nodes, the
+# tests run it with conntrack max-per-core 0 (leave nf_conntrack_max
+# alone). KPROXY is that command; KPROXY_BIN the binary itself
+# (integration/conntrack.sh tests the conntrack settings with it, in the
+# VM's initial namespace). A test that passes --config sets
+# conntrack.maxPerCore: 0 in its file instead.
+KPROXY_BIN=$(realpath -m "$KPROXY")
+KPROXY=$WORK/kproxy
+printf '#!/bin/sh\nexec %q --conntrack-max-per-core=0 "$@"\n' "$KPROXY_BIN" >"$KPROXY"
+chmod +x "$KPROXY"
 # Debian's interpreter: a version manager's shim costs seconds per start
 # under the emulated CPU.
 PY=/usr/bin/python3

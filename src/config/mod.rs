@@ -86,7 +86,8 @@ impl LogFormat {
 /// Which addresses NodePorts listen on.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum NodePortAddresses {
-    /// Every local address (loopback included in IPVS mode, as upstream).
+    /// Every local address (loopback left out in IPVS mode, as upstream).
+    /// The iptables mode matches every local address, as upstream does.
     #[default]
     All,
     /// Addresses inside these CIDRs (loopback excluded).
