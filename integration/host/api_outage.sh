@@ -50,7 +50,7 @@ svc_seps() { [ "$(sep_count "$(svc_chain "e2e/$1:http")")" = "$2" ]; }
 no_svc() { [ -z "$(svc_chain "e2e/$1:http")" ]; }
 # svc_to NAME IP: NAME's only endpoint is IP.
 svc_to() { svc_seps "$1" 1 && nat_rules | grep -q -- "--comment \"e2e/$1:http\" -m tcp -j DNAT --to-destination $2:8080"; }
-connected() { [ "$(api_metric kproxy_source_connected)" = "$1" ]; }
+connected() { [ "$(metric kproxy_source_connected)" = "$1" ]; }
 logged() { grep -qiE "$1" "$KPROXY_LOG"; }
 
 start_kproxy --proxy-mode=iptables --kubeconfig="$KPROXY_KUBECONFIG" --hostname-override=node-1 \

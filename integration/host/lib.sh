@@ -33,11 +33,6 @@ KPROXY_LOG=$WORK/kproxy.log
 NETNS_FLAGS=(--conntrack-max-per-core=0)
 PODS=()
 
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-log() { echo "# $(date +%T.%3N) $*" >&2; }
 # check DESCRIPTION CMD...: one assertion, printed when it holds.
 check() {
   local what=$1
@@ -126,18 +121,6 @@ add_pod() {
   printf '%s' "$name" >"$WORK/www-$name/id"
   ip netns exec "$ns" busybox httpd -p 8080 -h "$WORK/www-$name"
   wait_for 10 "pod $name answers" curl -sf -m 2 "http://$ip:8080/id"
-}
-
-# wait_for SECONDS DESCRIPTION CMD...: poll until CMD succeeds (a bound on
-# how long convergence may take, not a performance assertion).
-wait_for() {
-  local secs=$1 what=$2
-  shift 2
-  local end=$(($(date +%s) + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || fail "timed out after ${secs}s waiting for: $what"
-    sleep 0.3
-  done
 }
 
 # ms: milliseconds since the epoch (for figures only, never asserted on).

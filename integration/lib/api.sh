@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for the end-to-end tests that run kproxy against a real
 # kube-apiserver (scripts/control-plane). Source after common.sh (VM) or on
 # its own (host tests, which have no dummy links).
@@ -17,21 +18,18 @@
 # KPROXY_KUBECONFIG.
 
 API_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=base.sh
+. "$API_ROOT/integration/lib/base.sh"
 K8S_BIN=$("$API_ROOT/scripts/k8s-tools" bindir)
 export PATH="$K8S_BIN:$PATH"
 API_DIR=
 API_RELAY_PID=
 
-api_log() { echo "# $*" >&2; }
-api_fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
 
 api_start_local() {
   API_DIR=${1:-$(mktemp -d /tmp/kproxy-api.XXXXXX)}
   "$API_ROOT/scripts/control-plane" start "$API_DIR" "${KPROXY_API_PORT:-6443}" ||
-    api_fail "the control plane did not start"
+    fail "the control plane did not start"
   export KUBECONFIG=$API_DIR/admin.kubeconfig
   KPROXY_KUBECONFIG=$API_DIR/kproxy.kubeconfig
 }
@@ -42,7 +40,7 @@ api_stop_local() {
 
 api_connect_vm() {
   [ -n "${KPROXY_API_DIR:-}" ] && [ -S "${KPROXY_API_SOCK:-}" ] ||
-    api_fail "no API server was forwarded into the VM (run through scripts/build-vm-tests.sh)"
+    fail "no API server was forwarded into the VM (run through scripts/build-vm-tests.sh)"
   API_DIR=$KPROXY_API_DIR
   socat "TCP-LISTEN:$KPROXY_API_PORT,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$KPROXY_API_SOCK" &
   API_RELAY_PID=$!
@@ -53,7 +51,7 @@ api_connect_vm() {
     kubectl get --raw /readyz >/dev/null 2>&1 && break
     sleep 0.2
   done
-  kubectl get --raw /readyz >/dev/null 2>&1 || api_fail "the host's API server does not answer in the VM"
+  kubectl get --raw /readyz >/dev/null 2>&1 || fail "the host's API server does not answer in the VM"
   # The API server is shared by the VM's tests (one after another): start
   # from a cluster with nothing of an earlier test's in it.
   api_reset
@@ -79,24 +77,6 @@ metadata:
   name: $1
   labels: {kubernetes.io/hostname: $1${2:+, topology.kubernetes.io/zone: $2}}
 YAML
-}
-
-# api_wait SECONDS DESCRIPTION CMD...: poll until CMD succeeds (a bound on
-# how long convergence may take, not a performance assertion).
-api_wait() {
-  local secs=$1 what=$2
-  shift 2
-  local end=$(($(date +%s) + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || api_fail "timed out after ${secs}s waiting for: $what"
-    sleep 0.3
-  done
-}
-
-# api_metric NAME [ADDR]: the value of one unlabelled metric from kproxy's
-# /metrics (127.0.0.1:10249 unless ADDR).
-api_metric() {
-  curl -s "http://${2:-127.0.0.1:10249}/metrics" | awk -v n="$1" '$1 == n {print $2}'
 }
 
 api_cleanup() {

@@ -26,8 +26,8 @@ PY=/usr/bin/python3
 export PY
 DAEMON_PID=
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-log() { echo "# $*" >&2; }
+# shellcheck source=base.sh
+. "$ROOT/integration/lib/base.sh"
 
 cleanup_test() {
   if [ -n "$DAEMON_PID" ]; then kill "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true; fi
@@ -118,17 +118,6 @@ for s, ds in sorted(blocks, key=key):
 ipvs0_addrs() {
   ip -o addr show dev kube-ipvs0 2>/dev/null | awk '{print $4}' | sed 's|/.*||' \
     | "$PY" -c 'import sys, ipaddress; a=[ipaddress.ip_address(l.strip()) for l in sys.stdin if l.strip()]; print(" ".join(str(x) for x in sorted(a, key=lambda x: (x.version, x))))'
-}
-
-# wait_for SECONDS DESCRIPTION CMD...: poll until CMD succeeds (a bound on
-# how long convergence may take, not a performance assertion).
-wait_for() {
-  local secs=$1 what=$2; shift 2
-  local end=$(( $(date +%s) + secs ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || fail "timed out after ${secs}s waiting for: $what"
-    sleep 0.3
-  done
 }
 
 # start_daemon MANIFEST_DIR [FLAGS...]: kproxy in the background, log in $WORK/kproxy.log.

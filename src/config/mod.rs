@@ -86,8 +86,8 @@ impl LogFormat {
 /// Which addresses NodePorts listen on.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum NodePortAddresses {
-    /// Every local address (loopback left out in IPVS mode, as upstream).
-    /// The iptables mode matches every local address, as upstream does.
+    /// Every local address (loopback left out in IPVS mode, as upstream's
+    /// isValidForSet; in iptables mode see --iptables-localhost-nodeports).
     #[default]
     All,
     /// Addresses inside these CIDRs (loopback excluded).
