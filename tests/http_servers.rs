@@ -183,14 +183,22 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
         );
     }
     assert_eq!(
-        sample(&before, "kubeproxy_sync_proxy_rules_duration_seconds_count"),
+        sample(
+            &before,
+            "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}"
+        ),
         Some(0.0)
     );
-    // Upstream's buckets: 1 ms doubling, 15 of them.
-    assert!(before.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"}"));
-    assert!(before.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"16.384\"}"));
-    assert!(before.contains("kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"}"));
-    assert!(before.contains("kubeproxy_network_programming_duration_seconds_bucket{le=\"300.0\"}"));
+    // Upstream's buckets (1 ms doubling, 15 of them) and label (ip_family,
+    // pkg/proxy/metrics/metrics.go).
+    for bucket in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\",ip_family=\"IPv4\"}",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"16.384\",ip_family=\"IPv4\"}",
+        "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\",ip_family=\"IPv4\"}",
+        "kubeproxy_network_programming_duration_seconds_bucket{le=\"300.0\",ip_family=\"IPv4\"}",
+    ] {
+        assert!(before.contains(bucket), "{bucket} missing:\n{before}");
+    }
 
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -229,21 +237,24 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
         assert!(after.contains(name), "{name} missing:\n{after}");
     }
     assert_eq!(
-        sample(&after, "kubeproxy_sync_proxy_rules_duration_seconds_count"),
+        sample(
+            &after,
+            "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}"
+        ),
         Some(2.0)
     );
     // 40 ms falls in the 0.064 bucket, not the 0.032 one.
     assert_eq!(
         sample(
             &after,
-            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.032\"}"
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.032\",ip_family=\"IPv4\"}"
         ),
         Some(0.0)
     );
     assert_eq!(
         sample(
             &after,
-            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.064\"}"
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.064\",ip_family=\"IPv4\"}"
         ),
         Some(2.0)
     );
@@ -258,14 +269,14 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
     assert_eq!(
         sample(
             &after,
-            "kubeproxy_network_programming_duration_seconds_count"
+            "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &after,
-            "kubeproxy_network_programming_duration_seconds_bucket{le=\"1.0\"}"
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"1.0\",ip_family=\"IPv4\"}"
         ),
         Some(0.0),
         "1.5 s is above the 1 s bucket"
@@ -273,11 +284,15 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
     assert_eq!(
         sample(
             &after,
-            "kubeproxy_network_programming_duration_seconds_bucket{le=\"300.0\"}"
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"300.0\",ip_family=\"IPv4\"}"
         ),
         Some(1.0)
     );
-    let last = sample(&after, "kubeproxy_sync_proxy_rules_last_timestamp_seconds").unwrap();
+    let last = sample(
+        &after,
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}",
+    )
+    .unwrap();
     assert!(
         last * 1000.0 >= now_ms as f64,
         "last sync {last} is this sync"
@@ -285,7 +300,7 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
     assert!(
         sample(
             &after,
-            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family=\"IPv4\"}"
         )
         .unwrap()
             > 0.0

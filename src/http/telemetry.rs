@@ -23,12 +23,34 @@ use crate::sync::{SyncObserver, SyncReport};
 
 type Labels = Vec<(String, String)>;
 
-/// kube-proxy's metrics, under its names, plus kproxy's own.
+/// A histogram per `ip_family`, with fixed buckets.
+type ByFamily = Family<Labels, Histogram, fn() -> Histogram>;
+type TimestampByFamily = Family<Labels, Gauge<f64, AtomicU64>>;
+
+fn sync_buckets() -> Histogram {
+    // kube-proxy: ExponentialBuckets(0.001, 2, 15), 1 ms .. 16.384 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+fn programming_buckets() -> Histogram {
+    // kube-proxy: 0, 0.25, 0.5, 1..59 s, 60..115 s by 5, 120..300 s by 30.
+    Histogram::new(
+        std::iter::once(0.0)
+            .chain(linear_buckets(0.25, 0.25, 2))
+            .chain(linear_buckets(1.0, 1.0, 59))
+            .chain(linear_buckets(60.0, 5.0, 12))
+            .chain(linear_buckets(120.0, 30.0, 7)),
+    )
+}
+
+/// kube-proxy's metrics, under its names and labels (the sync metrics by
+/// `ip_family`: kproxy programs both families in one sync, so each of its
+/// syncs is recorded once per family the node programs), plus kproxy's own.
 struct Metrics {
-    sync_duration: Histogram,
-    last_sync: Gauge<f64, AtomicU64>,
-    last_queued: Gauge<f64, AtomicU64>,
-    network_programming: Histogram,
+    sync_duration: ByFamily,
+    last_sync: TimestampByFamily,
+    last_queued: TimestampByFamily,
+    network_programming: ByFamily,
     endpoint_changes: Counter,
     service_changes: Counter,
     no_local_endpoints: Gauge,
@@ -47,21 +69,13 @@ struct Metrics {
 
 impl Metrics {
     fn new() -> (Self, Registry) {
-        // kube-proxy: ExponentialBuckets(0.001, 2, 15), 1 ms .. 16.384 s.
-        let sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        // kube-proxy: 0, 0.25, 0.5, 1..59 s, 60..115 s by 5, 120..300 s by 30.
-        let network_programming = Histogram::new(
-            std::iter::once(0.0)
-                .chain(linear_buckets(0.25, 0.25, 2))
-                .chain(linear_buckets(1.0, 1.0, 59))
-                .chain(linear_buckets(60.0, 5.0, 12))
-                .chain(linear_buckets(120.0, 30.0, 7)),
-        );
         let m = Metrics {
-            sync_duration,
-            last_sync: Gauge::default(),
-            last_queued: Gauge::default(),
-            network_programming,
+            sync_duration: Family::new_with_constructor(sync_buckets as fn() -> Histogram),
+            last_sync: Family::default(),
+            last_queued: Family::default(),
+            network_programming: Family::new_with_constructor(
+                programming_buckets as fn() -> Histogram,
+            ),
             endpoint_changes: Counter::default(),
             service_changes: Counter::default(),
             no_local_endpoints: Gauge::default(),
@@ -152,6 +166,15 @@ impl Metrics {
         (m, r)
     }
 
+    /// The per-family series exist (at zero) from the start, so that a
+    /// scrape before the first sync already finds them.
+    fn create_series(&self, families: &[&'static str]) {
+        for f in family_labels(families) {
+            let _ = self.sync_duration.get_or_create(&f);
+            let _ = self.network_programming.get_or_create(&f);
+        }
+    }
+
     fn update_invalid(&self) {
         self.invalid_objects
             .set(self.refused.load(Ordering::Relaxed) + self.skipped.load(Ordering::Relaxed));
@@ -205,7 +228,7 @@ impl Telemetry {
     /// /healthz fails.
     pub fn new(health_timeout: Duration) -> Self {
         let (metrics, registry) = Metrics::new();
-        Self {
+        let t = Self {
             health_timeout,
             health: Mutex::new(Health {
                 node_eligible: true,
@@ -216,7 +239,9 @@ impl Telemetry {
             metrics,
             registry,
             mode: Mutex::new(None),
-        }
+        };
+        t.metrics.create_series(&["IPv4"]);
+        t
     }
 
     /// kube-proxy's choice: twice the sync period of the mode in use.
@@ -260,6 +285,7 @@ impl Telemetry {
 
     /// The IP families the proxy programs, keys of the health body's `status`.
     pub fn set_families(&self, families: Vec<&'static str>) {
+        self.metrics.create_series(&families);
         lock(&self.health).families = families;
     }
 
@@ -321,6 +347,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn family_labels(families: &[&'static str]) -> Vec<Labels> {
+    families
+        .iter()
+        .map(|f| vec![("ip_family".to_string(), f.to_string())])
+        .collect()
+}
+
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -332,16 +365,22 @@ impl SyncObserver for Telemetry {
         let mut h = lock(&self.health);
         // Only the oldest pending update counts, as in kube-proxy.
         h.oldest_pending.get_or_insert_with(Instant::now);
-        self.metrics
-            .last_queued
-            .set(unix_seconds(SystemTime::now()));
+        let now = unix_seconds(SystemTime::now());
+        for f in family_labels(&h.families) {
+            self.metrics.last_queued.get_or_create(&f).set(now);
+        }
     }
 
     fn synced(&self, report: &SyncReport) {
         self.set_refused_objects(report.rejected_objects);
         let m = &self.metrics;
         let outcome = &report.outcome;
-        m.sync_duration.observe(report.duration.as_secs_f64());
+        let families = family_labels(&lock(&self.health).families);
+        for f in &families {
+            m.sync_duration
+                .get_or_create(f)
+                .observe(report.duration.as_secs_f64());
+        }
         m.endpoint_changes.inc_by(report.endpoint_changes);
         m.service_changes.inc_by(report.service_changes);
         m.no_local_endpoints.set(outcome.no_local_endpoints as i64);
@@ -363,7 +402,9 @@ impl SyncObserver for Telemetry {
             return;
         }
         let now = SystemTime::now();
-        m.last_sync.set(unix_seconds(now));
+        for f in &families {
+            m.last_sync.get_or_create(f).set(unix_seconds(now));
+        }
         let now_ms = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -371,7 +412,11 @@ impl SyncObserver for Telemetry {
         for t in &report.trigger_times {
             // A trigger time ahead of our clock is skew, not a latency.
             if *t <= now_ms {
-                m.network_programming.observe((now_ms - t) as f64 / 1000.0);
+                for f in &families {
+                    m.network_programming
+                        .get_or_create(f)
+                        .observe((now_ms - t) as f64 / 1000.0);
+                }
             }
         }
         let mut h = lock(&self.health);
@@ -476,6 +521,23 @@ mod tests {
         assert!(h.last_updated < h.current_time);
         t.synced(&ok);
         assert!(t.health().healthy);
+    }
+
+    #[test]
+    fn sync_metrics_have_a_series_per_family_the_node_programs() {
+        let t = Telemetry::new(Duration::from_secs(60));
+        t.set_families(vec!["IPv4", "IPv6"]);
+        t.queued();
+        let m = t.encode_metrics();
+        for f in ["IPv4", "IPv6"] {
+            for name in [
+                "kubeproxy_sync_proxy_rules_duration_seconds_count",
+                "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            ] {
+                let series = format!("{name}{{ip_family=\"{f}\"}}");
+                assert!(m.contains(&series), "{series} missing:\n{m}");
+            }
+        }
     }
 
     #[test]
