@@ -467,6 +467,19 @@ async fn until(rx: &mut mpsc::UnboundedReceiver<SourceEvent>, until: &str) -> Ve
     }
 }
 
+/// Events up to and including the first one that starts with `prefix`.
+async fn until_prefix(rx: &mut mpsc::UnboundedReceiver<SourceEvent>, prefix: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let ev = next(rx).await;
+        let done = ev.starts_with(prefix);
+        seen.push(ev);
+        if done {
+            return seen;
+        }
+    }
+}
+
 /// Wait for a condition on the fake's state that the source makes true.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let wait = async {
@@ -591,13 +604,7 @@ async fn gone_relists_and_the_replace_drops_what_was_deleted_meanwhile() {
         s.delete(Res::Services, "default/doomed");
         s.compact();
     });
-    let mut seen = Vec::new();
-    while !seen
-        .iter()
-        .any(|e: &String| e.starts_with("replace Service"))
-    {
-        seen.push(next(&mut rx).await);
-    }
+    let seen = until_prefix(&mut rx, "replace Service").await;
     assert!(
         seen.contains(&"replace Service [web]".to_string()),
         "{seen:?}"
@@ -632,13 +639,7 @@ async fn a_gone_watch_relists_at_once_whatever_the_retry_delay() {
         s.compact();
     });
     // `next` gives up after 30 s: far less than the hour of retry delay.
-    let mut seen = Vec::new();
-    while !seen
-        .iter()
-        .any(|e: &String| e.starts_with("replace Service"))
-    {
-        seen.push(next(&mut rx).await);
-    }
+    let seen = until_prefix(&mut rx, "replace Service").await;
     assert!(seen.contains(&"replace Service []".to_string()), "{seen:?}");
 }
 
