@@ -827,7 +827,9 @@ fn slice_endpoints(r: &mut Report, raw: &[discovery::Endpoint], family: IpFamily
         }
         let cond = ep.conditions.as_ref();
         let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-        let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
+        // Unset conditions read as upstream reads them (endpointslicecache.go):
+        // ready and serving true, terminating false.
+        let serving = cond.and_then(|c| c.serving).unwrap_or(true);
         let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
         let hints = ep.hints.as_ref();
         out.push(Endpoint {

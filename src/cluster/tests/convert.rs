@@ -737,11 +737,13 @@ fn slice_basics() {
 
 #[test]
 fn slice_conditions() {
-    // (conditions, ready, serving, terminating)
+    // (conditions, ready, serving, terminating), as upstream reads them
+    // (pkg/proxy/endpointslicecache.go, v1.36.3: ready and serving are true
+    // unless set false, terminating is false unless set true).
     let cases = [
         (json!(null), true, true, false),
         (json!({}), true, true, false),
-        (json!({"ready": false}), false, false, false),
+        (json!({"ready": false}), false, true, false),
         (json!({"ready": true, "serving": null}), true, true, false),
         (
             json!({"ready": false, "serving": true, "terminating": true}),
