@@ -54,7 +54,7 @@ ipvsadm -Ln | grep -q '^TCP' && fail "the refused start touched IPVS"
 
 # --oom-score-adj: upstream's default -999, or the value given.
 "$KPROXY_BIN" --manifests "$WORK/m" --hostname-override node-1 --conntrack-max-per-core=0 \
-  --healthz-bind-address= --metrics-bind-address= --oom-score-adj=-500 >"$WORK/d.log" 2>&1 &
+  --healthz-bind-address= --metrics-bind-address= --oom-score-adj=-500 -v=2 >"$WORK/d.log" 2>&1 &
 DAEMON_PID=$!
 wait_for 60 "the daemon's first sync" grep -q "sync done" "$WORK/d.log"
 adj=$(cat "/proc/$DAEMON_PID/oom_score_adj")
