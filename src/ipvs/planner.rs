@@ -178,11 +178,34 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
             );
         }
     }
+    // Cluster IPs are always bound; an external or load-balancer IP that is
+    // already one of the node's own addresses is not (upstream's proxier.go:
+    // `shouldBind := !nodeAddressSet.Has(...)`): on kube-ipvs0 and in
+    // KUBE-IPVS-IPS it would make KUBE-IPVS-FILTER refuse every other port
+    // of the node's own address (SSH, the kubelet). Its virtual server stays.
+    let own = node_own_addresses(node);
+    let cluster_ips: BTreeSet<IpAddr> = state
+        .services()
+        .flat_map(|s| s.cluster_ips.iter().copied())
+        .collect();
+    plan.bound
+        .retain(|a| cluster_ips.contains(a) || !own.contains(a));
     for addr in plan.bound.clone() {
         plan.sets
             .add(IpFamily::of(&addr), Set::IpvsIps, addr.to_string());
     }
     plan
+}
+
+/// Upstream's nodeAddressSet: every local address but kube-ipvs0's, without
+/// loopback and IPv6 link-local ones (netlink_linux.go isValidForSet).
+fn node_own_addresses(node: &NodeContext) -> BTreeSet<IpAddr> {
+    node.local_addresses
+        .iter()
+        .filter(|la| la.ifname != DUMMY_LINK && !la.addr.is_loopback())
+        .filter(|la| !matches!(la.addr, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .map(|la| la.addr)
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -277,3 +277,47 @@ endpoints:
     let huge = plan_of_service(&mixed, "huge");
     assert_eq!(huge.values().next().unwrap().dests.len(), 10_000);
 }
+
+/// Upstream (proxier.go syncProxyRules, `shouldBind := !nodeAddressSet.Has`)
+/// never binds an external or load-balancer IP that is one of the node's
+/// own addresses: the virtual server exists, the address is neither on
+/// kube-ipvs0 nor in KUBE-IPVS-IPS, so KUBE-IPVS-FILTER leaves the node's
+/// other ports alone. A cluster IP is always bound.
+#[test]
+fn a_node_address_as_external_ip_gets_a_virtual_server_but_is_not_bound() {
+    let text = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: default}
+spec:
+  clusterIP: 10.96.0.77
+  externalIPs: [192.168.58.2, 203.0.113.7]
+  ports: [{port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: default, labels: {kubernetes.io/service-name: ext}}
+addressType: IPv4
+ports: [{port: 8080, protocol: TCP, name: ""}]
+endpoints: [{addresses: [10.244.1.7], conditions: {ready: true}, nodeName: node-2}]
+"#;
+    let config = config_for(text);
+    let (state, problems) = state_from_yaml(text, &config);
+    assert!(problems.is_empty(), "{problems:?}");
+    let p = plan(&state, &test_node(), &PlanConfig::from(&config));
+    let vips: Vec<String> = p
+        .table
+        .services
+        .keys()
+        .map(|k| format!("{}:{}", k.addr, k.port))
+        .collect();
+    assert!(vips.contains(&"192.168.58.2:80".to_string()), "{vips:?}");
+    let bound: Vec<String> = p.bound.iter().map(|a| a.to_string()).collect();
+    assert_eq!(bound, ["10.96.0.77", "203.0.113.7"]);
+    let ipvs_ips = p
+        .sets
+        .get(crate::cluster::IpFamily::V4, super::sets::Set::IpvsIps)
+        .unwrap();
+    assert!(!ipvs_ips.contains("192.168.58.2"), "{ipvs_ips:?}");
+    assert!(ipvs_ips.contains("203.0.113.7"), "{ipvs_ips:?}");
+}
