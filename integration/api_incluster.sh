@@ -42,7 +42,6 @@ finish() {
       sed -i "s|^\( *token:\).*|\1 $t|" "$KPROXY_KUBECONFIG"
   fi
   api_reset
-  kubectl delete events --all -n default --wait=false >/dev/null 2>&1 || true
   api_cleanup
 }
 trap finish EXIT

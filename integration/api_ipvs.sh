@@ -26,7 +26,6 @@ finish() {
   if [ -n "$UPSTREAM_PID" ]; then kill "$UPSTREAM_PID" 2>/dev/null || true; wait "$UPSTREAM_PID" 2>/dev/null || true; fi
   cleanup_test
   api_reset
-  kubectl delete events --all -n default --wait=false >/dev/null 2>&1 || true
   api_cleanup
 }
 trap finish EXIT

@@ -58,8 +58,10 @@ api_connect_vm() {
 }
 
 # Everything a test may have created: Services (but the API server's own
-# default/kubernetes), EndpointSlices and Nodes.
+# default/kubernetes), EndpointSlices, Nodes, and the Events of `default`
+# (where a Node's events land).
 api_reset() {
+  kubectl delete events --all -n default --wait=false >/dev/null 2>&1 || true
   kubectl delete endpointslices --all -A --wait=false >/dev/null 2>&1 || true
   kubectl get svc -A --no-headers -o custom-columns=NS:.metadata.namespace,N:.metadata.name 2>/dev/null |
     while read -r ns n; do
