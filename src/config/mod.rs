@@ -290,7 +290,7 @@ pub struct Config {
     pub pod_interface_name_prefix: String,
     pub nodeport_addresses: NodePortAddresses,
     /// `--nodeport-addresses primary`: NodePorts on the node's primary IPs
-    /// only. Until `system::resolve_primary_nodeport_addresses` has turned
+    /// only. Until `system::nodeport_addresses_for` has turned
     /// them into CIDRs, `nodeport_addresses` is an empty list (no NodePort
     /// address at all, rather than every address).
     pub nodeport_primary: bool,

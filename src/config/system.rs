@@ -136,23 +136,29 @@ pub fn primary_nodeport_addresses(ips: &NodeIps) -> NodePortAddresses {
 }
 
 /// The NodePort addresses in effect on a node with these addresses (its
-/// Node object's): `primary` resolved as upstream resolves it at start-up,
-/// anything else as configured.
-pub fn nodeport_addresses_for(config: &Config, node_addresses: &[IpAddr]) -> NodePortAddresses {
-    if config.nodeport_primary {
-        primary_nodeport_addresses(&node_ips(node_addresses, config.bind_address))
+/// Node object's): `primary` (with `bind_address`) resolved as upstream
+/// resolves it at start-up, anything else as configured.
+pub fn nodeport_addresses_in_effect(
+    configured: &NodePortAddresses,
+    primary: bool,
+    bind_address: IpAddr,
+    node_addresses: &[IpAddr],
+) -> NodePortAddresses {
+    if primary {
+        primary_nodeport_addresses(&node_ips(node_addresses, bind_address))
     } else {
-        config.nodeport_addresses.clone()
+        configured.clone()
     }
 }
 
-/// Replace the `primary` placeholder once the Node's addresses are known.
-pub fn resolve_primary_nodeport_addresses(config: &mut Config, node_addresses: &[IpAddr]) {
-    if config.nodeport_primary {
-        let ips = node_ips(node_addresses, config.bind_address);
-        config.nodeport_addresses = primary_nodeport_addresses(&ips);
-        config.nodeport_primary = false;
-    }
+/// `nodeport_addresses_in_effect` for a whole `Config`.
+pub fn nodeport_addresses_for(config: &Config, node_addresses: &[IpAddr]) -> NodePortAddresses {
+    nodeport_addresses_in_effect(
+        &config.nodeport_addresses,
+        config.nodeport_primary,
+        config.bind_address,
+        node_addresses,
+    )
 }
 
 #[cfg(test)]
@@ -203,25 +209,26 @@ mod tests {
 
     #[test]
     fn primary_nodeport_addresses_resolve() {
-        let mut c = Config {
+        let c = Config {
             nodeport_primary: true,
             nodeport_addresses: NodePortAddresses::Cidrs(vec![]),
             ..Config::default()
         };
-        resolve_primary_nodeport_addresses(&mut c, &[ip("10.0.0.5"), ip("fd00::5")]);
-        assert!(!c.nodeport_primary);
         assert_eq!(
-            c.nodeport_addresses,
+            nodeport_addresses_for(&c, &[ip("10.0.0.5"), ip("fd00::5")]),
             NodePortAddresses::Cidrs(vec![
                 "10.0.0.5/32".parse().unwrap(),
                 "fd00::5/128".parse().unwrap()
             ])
         );
-        let mut c = Config {
-            nodeport_primary: true,
+        assert_eq!(nodeport_addresses_for(&c, &[]), NodePortAddresses::All);
+        let configured = Config {
+            nodeport_addresses: NodePortAddresses::Cidrs(vec!["10.0.0.0/8".parse().unwrap()]),
             ..Config::default()
         };
-        resolve_primary_nodeport_addresses(&mut c, &[]);
-        assert_eq!(c.nodeport_addresses, NodePortAddresses::All);
+        assert_eq!(
+            nodeport_addresses_for(&configured, &[ip("10.0.0.5")]),
+            configured.nodeport_addresses
+        );
     }
 }

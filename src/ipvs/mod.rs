@@ -87,9 +87,12 @@ impl IpvsProxier {
         node.zone = state.node().and_then(|n| n.zone.clone());
         if self.plan_config.nodeport_primary {
             let mut cfg = self.plan_config.clone();
-            let addresses = state.node().map(|n| n.addresses.as_slice()).unwrap_or(&[]);
-            let ips = crate::config::system::node_ips(addresses, cfg.bind_address);
-            cfg.nodeport_addresses = crate::config::system::primary_nodeport_addresses(&ips);
+            cfg.nodeport_addresses = crate::config::system::nodeport_addresses_in_effect(
+                &cfg.nodeport_addresses,
+                true,
+                cfg.bind_address,
+                state.node().map(|n| n.addresses.as_slice()).unwrap_or(&[]),
+            );
             return plan(state, &node, &cfg);
         }
         plan(state, &node, &self.plan_config)
