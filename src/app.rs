@@ -340,11 +340,8 @@ pub async fn start_http(
     telemetry.set_families(
         IptablesCmd::detect()
             .families()
-            .iter()
-            .map(|f| match f {
-                crate::cluster::IpFamily::V4 => "IPv4",
-                crate::cluster::IpFamily::V6 => "IPv6",
-            })
+            .into_iter()
+            .map(|f| f.name())
             .collect(),
     );
     let running = crate::http::start(config, Arc::clone(&telemetry)).await?;

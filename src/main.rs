@@ -23,10 +23,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = resolved.config.clone();
-    app::init_logging(&config);
+    app::init_logging(&resolved.config);
     // Each ignored flag and file field, once.
     resolved.log_notes();
+    let config = resolved.config;
     // Before anything else, as upstream: write the effective configuration
     // and exit, touching neither the API server nor the kernel.
     if let Some(path) = &config.write_config_to {

@@ -89,6 +89,14 @@ pub enum IpFamily {
 }
 
 impl IpFamily {
+    /// Kubernetes' name for it (`IPv4`, `IPv6`).
+    pub fn name(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        }
+    }
+
     pub fn of(addr: &IpAddr) -> Self {
         if addr.is_ipv4() {
             IpFamily::V4
@@ -100,10 +108,7 @@ impl IpFamily {
 
 impl fmt::Display for IpFamily {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IpFamily::V4 => "IPv4",
-            IpFamily::V6 => "IPv6",
-        })
+        f.write_str(self.name())
     }
 }
 

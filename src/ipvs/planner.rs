@@ -92,21 +92,10 @@ pub fn nodeport_addresses(
     let mut out: BTreeSet<IpAddr> = BTreeSet::new();
     for la in &node.local_addresses {
         let a = la.addr;
-        if la.ifname == DUMMY_LINK || IpFamily::of(&a) != family {
-            continue;
-        }
-        // Upstream leaves out loopback addresses (127.0.0.1 and ::1 cannot
-        // carry IPVS NodePort traffic; kubernetes#101023, v1.22) and IPv6
-        // link-local ones (they need a scope): pkg/proxy/ipvs/netlink_linux.go
-        // isValidForSet, used by GetAllLocalAddressesExcept for "all", and
-        // the IsLoopback filter on nodePortAddresses' matches (proxier.go,
-        // syncProxyRules).
-        if a.is_loopback() {
-            continue;
-        }
-        if let IpAddr::V6(v6) = a
-            && (v6.segments()[0] & 0xffc0) == 0xfe80
-        {
+        // Upstream uses GetAllLocalAddressesExcept (isValidForSet) for
+        // "all", and drops loopback from nodePortAddresses' matches too
+        // (proxier.go, syncProxyRules).
+        if !valid_for_set(la) || IpFamily::of(&a) != family {
             continue;
         }
         let take = match cfg {
@@ -197,15 +186,22 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
     plan
 }
 
-/// Upstream's nodeAddressSet: every local address but kube-ipvs0's, without
-/// loopback and IPv6 link-local ones (netlink_linux.go isValidForSet).
+/// Upstream's nodeAddressSet: every local address that is valid for a set.
 fn node_own_addresses(node: &NodeContext) -> BTreeSet<IpAddr> {
     node.local_addresses
         .iter()
-        .filter(|la| la.ifname != DUMMY_LINK && !la.addr.is_loopback())
-        .filter(|la| !matches!(la.addr, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .filter(|la| valid_for_set(la))
         .map(|la| la.addr)
         .collect()
+}
+
+/// A node address as upstream's GetAllLocalAddressesExcept(kube-ipvs0)
+/// counts it (pkg/proxy/ipvs/netlink_linux.go isValidForSet): not on
+/// kube-ipvs0, not loopback (127.0.0.1 and ::1 cannot carry IPVS NodePort
+/// traffic; kubernetes#101023, v1.22), not IPv6 link-local (it needs a scope).
+fn valid_for_set(la: &LocalAddress) -> bool {
+    let link_local_v6 = matches!(la.addr, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+    la.ifname != DUMMY_LINK && !la.addr.is_loopback() && !link_local_v6
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
