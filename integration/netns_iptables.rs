@@ -112,9 +112,10 @@ mod inner {
 
     use kproxy::cluster::*;
     use kproxy::config::Config;
+    use kproxy::iptables::IptablesProxier;
     use kproxy::iptables::planner::StaticCluster;
-    use kproxy::iptables::{IptablesProxier, Leftovers, cleanup_iptables_leftovers};
     use kproxy::kernel::iptables::{Backend, IptablesCmd};
+    use kproxy::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
 
     fn sh(cmd: &str) -> String {
         let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
@@ -366,7 +367,7 @@ mod inner {
     }
 
     fn is_service_chain(c: &str) -> bool {
-        kproxy::iptables::ruleset::is_service_chain(c)
+        kproxy::netfilter::chains::is_service_chain(c)
     }
 
     /// A cluster of one of each kind, with made-up endpoints (no traffic).
@@ -767,9 +768,13 @@ mod inner {
     #[test]
     #[ignore = "runs in a fresh network namespace through its outer test"]
     fn ipvs_companions_read_back_without_drift_and_clean_up() {
-        use kproxy::ipvs::firewall::{Firewall, RuleConfig};
+        use kproxy::ipvs::rules::{RuleConfig, companion_rules};
         use kproxy::ipvs::sets::{DesiredSets, Set, ip_port, ip_port_ip, ip_port_net};
+        use kproxy::ipvs::{Companions, IpvsPlan, IpvsProxier};
         use kproxy::kernel::ipset::IpsetCmd;
+        use kproxy::kernel::ipvs::twin::IpvsTwin;
+        use kproxy::kernel::link::twin::LinksTwin;
+        use kproxy::sync::Proxier;
         let _w = World::new();
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
         let mut sets = DesiredSets::default();
@@ -821,20 +826,32 @@ mod inner {
         }
         sh("ipset create OPERATOR-SET hash:ip && ipset add OPERATOR-SET 10.9.9.9");
         sh("iptables -N OPERATOR && iptables -A INPUT -j OPERATOR");
-        let mut fw = Firewall::new(
+        let families = [IpFamily::V4, IpFamily::V6];
+        let rules = RuleConfig {
+            mark: 0x4000,
+            local: kproxy::config::LocalDetector::ClusterCidr(vec![
+                "10.244.0.0/16".parse().unwrap(),
+            ]),
+            ..RuleConfig::default()
+        };
+        // IPVS itself on twins (this kernel has none): only the companions
+        // are real here.
+        let mut fw = IpvsProxier::new(
+            Box::new(IpvsTwin::new()),
+            Box::new(LinksTwin::default()),
+            &kproxy::config::Config::default(),
+        )
+        .with_companions(Companions::new(
             Box::new(IptablesCmd::detect()),
             Box::new(IpsetCmd),
-            vec![IpFamily::V4, IpFamily::V6],
-            RuleConfig {
-                mark: 0x4000,
-                local: kproxy::config::LocalDetector::ClusterCidr(vec![
-                    "10.244.0.0/16".parse().unwrap(),
-                ]),
-                ..RuleConfig::default()
-            },
-        );
-        let mut out = kproxy::sync::SyncOutcome::default();
-        fw.sync(&sets, &mut out);
+            families.to_vec(),
+        ));
+        let plan_for = |sets: &DesiredSets| IpvsPlan {
+            sets: sets.clone(),
+            rules: companion_rules(&families, sets, &rules),
+            ..IpvsPlan::default()
+        };
+        let out = fw.sync_plan(&plan_for(&sets));
         assert!(out.ok(), "{:?}", out.errors);
         assert_eq!(out.ops.get("create_ipset"), Some(&34), "{:?}", out.ops);
         let saved = sh("ipset save");
@@ -855,8 +872,7 @@ mod inner {
             "{nat}"
         );
         // What the kernel prints back is what was planned: nothing to do.
-        let mut again = kproxy::sync::SyncOutcome::default();
-        fw.sync(&sets, &mut again);
+        let again = fw.sync_plan(&plan_for(&sets));
         assert!(again.ok(), "{:?}", again.errors);
         assert_eq!(again.total_ops(), 0, "false drift: {:?}", again.ops);
         // One member less: one deletion, and no rule rewritten.
@@ -866,8 +882,7 @@ mod inner {
             .get_mut(&(IpFamily::V4, Set::ClusterIp))
             .unwrap()
             .remove("10.96.0.10,udp:53");
-        let mut third = kproxy::sync::SyncOutcome::default();
-        fw.sync(&fewer, &mut third);
+        let third = fw.sync_plan(&plan_for(&fewer));
         assert!(third.ok(), "{:?}", third.errors);
         assert_eq!(
             third.ops.get("delete_ipset_entry"),

@@ -10,13 +10,14 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::cluster::convert::ConvertOptions;
 use crate::cluster::{ClusterState, SourceEvent};
 use crate::config::{Config, ProxyMode};
-use crate::iptables::{IptablesProxier, Leftovers, cleanup_iptables_leftovers};
+use crate::iptables::IptablesProxier;
 use crate::ipvs::IpvsProxier;
 use crate::kernel::KernelError;
 use crate::kernel::iptables::IptablesCmd;
 use crate::kernel::ipvs::Ipvs;
 use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::link::Links;
+use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
 use crate::source::EventSender;
 use crate::sync::{Exit, NoObserver, Proxier, Schedule, SyncLoop, SyncObserver};
 
@@ -109,7 +110,7 @@ impl Proxier for Box<dyn Proxier> {
     fn dry_run(&mut self, state: &ClusterState) -> anyhow::Result<Vec<String>> {
         (**self).dry_run(state)
     }
-    fn cleanup(&mut self) -> Vec<String> {
+    fn cleanup(&mut self) -> Vec<KernelError> {
         (**self).cleanup()
     }
 }
@@ -129,10 +130,10 @@ pub fn build_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
                 prepare_ipvs_kernel(config, ipvs.as_mut());
             }
             let proxier = IpvsProxier::new(ipvs, links, config);
-            match ipvs_firewall(config) {
-                // The firewall removes the iptables mode's leftovers itself,
-                // after its first sync has taken over the shared chains.
-                Some(fw) => Ok(Box::new(proxier.with_firewall(fw))),
+            match ipvs_companions() {
+                // The proxier removes the iptables mode's leftovers itself,
+                // once its first sync has taken over the shared chains.
+                Some(c) => Ok(Box::new(proxier.with_companions(c))),
                 None => {
                     if !config.dry_run {
                         for e in iptables_leftovers(Leftovers::All) {
@@ -187,7 +188,7 @@ fn iptables_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
 /// IPVS mode's ipsets and iptables rules, when the node has the tools.
 /// Without them IPVS still balances, but nothing masquerades or filters:
 /// say so loudly.
-fn ipvs_firewall(config: &Config) -> Option<crate::ipvs::firewall::Firewall> {
+fn ipvs_companions() -> Option<crate::ipvs::Companions> {
     use crate::kernel::ipset::IpsetCmd;
     if !IpsetCmd::available() {
         tracing::error!(
@@ -197,16 +198,15 @@ fn ipvs_firewall(config: &Config) -> Option<crate::ipvs::firewall::Firewall> {
     }
     let ipt = IptablesCmd::detect();
     let families = ipt.families();
-    Some(crate::ipvs::firewall::Firewall::new(
+    Some(crate::ipvs::Companions::new(
         Box::new(ipt),
         Box::new(IpsetCmd),
         families,
-        crate::ipvs::firewall::RuleConfig::from(config),
     ))
 }
 
 /// Remove the iptables mode's chains and jumps; returns the errors.
-fn iptables_leftovers(scope: Leftovers) -> Vec<String> {
+fn iptables_leftovers(scope: Leftovers) -> Vec<KernelError> {
     let mut ipt = IptablesCmd::detect();
     let families = ipt.families();
     cleanup_iptables_leftovers(&mut ipt, &families, scope)
@@ -214,21 +214,21 @@ fn iptables_leftovers(scope: Leftovers) -> Vec<String> {
 
 /// Remove the IPVS mode's virtual servers and kube-ipvs0. Without the IPVS
 /// family there can be none, and no module is loaded to find out.
-fn ipvs_leftovers(config: &Config) -> Vec<String> {
+fn ipvs_leftovers(config: &Config) -> Vec<KernelError> {
     let ipvs = match crate::kernel::ipvs::netlink::IpvsNetlink::connect() {
         Ok(c) => Box::new(c) as Box<dyn Ipvs>,
         Err(e) if e.is_unsupported() => return Vec::new(),
-        Err(e) => return vec![e.to_string()],
+        Err(e) => return vec![e],
     };
     match open_links() {
         Ok(links) => {
             let mut proxier = IpvsProxier::new(ipvs, links, config);
-            if let Some(fw) = ipvs_firewall(config) {
-                proxier = proxier.with_firewall(fw);
+            if let Some(c) = ipvs_companions() {
+                proxier = proxier.with_companions(c);
             }
             proxier.cleanup()
         }
-        Err(e) => vec![e.to_string()],
+        Err(e) => vec![e],
     }
 }
 

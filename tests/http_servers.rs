@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kproxy::cluster::{Kind, ObjectRef, Problem};
 use kproxy::config::{Config, ProxyMode};
 use kproxy::http::{self, Telemetry};
-use kproxy::sync::{SyncObserver, SyncOutcome, SyncReport};
+use kproxy::kernel::KernelError;
+use kproxy::sync::{SyncError, SyncObserver, SyncOutcome, SyncReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -229,7 +230,8 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
     t.queued();
     t.synced(&r);
     let mut failed = report(SyncOutcome::default());
-    failed.outcome.errors = vec!["a".into(), "b".into()];
+    let refused = SyncError::Refused(KernelError::new("add virtual server TCP 10.0.0.1:80", "no"));
+    failed.outcome.errors = vec![refused.clone(), refused];
     t.synced(&failed);
 
     let (_, _, after) = get(m, "/metrics").await;
@@ -319,7 +321,14 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
         ),
         Some(7.0)
     );
-    assert_eq!(sample(&after, "kproxy_sync_errors_total"), Some(2.0));
+    assert_eq!(
+        sample(&after, "kproxy_sync_errors_total{kind=\"refused\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&after, "kproxy_sync_errors_total{kind=\"rules\"}"),
+        Some(0.0)
+    );
     // The failed sync reported no problems: the gauge follows the last sync.
     assert_eq!(sample(&after, "kproxy_invalid_objects"), Some(0.0));
     assert_eq!(

@@ -62,7 +62,7 @@ struct Metrics {
     refused: AtomicI64,
     skipped: AtomicI64,
     kernel_ops: Family<Labels, Counter>,
-    sync_errors: Counter,
+    sync_errors: Family<Labels, Counter>,
     syncs: Family<Labels, Counter>,
     source_connected: Gauge,
 }
@@ -85,11 +85,16 @@ impl Metrics {
             refused: AtomicI64::new(0),
             skipped: AtomicI64::new(0),
             kernel_ops: Family::default(),
-            sync_errors: Counter::default(),
+            sync_errors: Family::default(),
             syncs: Family::default(),
             source_connected: Gauge::default(),
         };
         m.source_connected.set(1);
+        for kind in crate::sync::SyncError::KINDS {
+            let _ = m
+                .sync_errors
+                .get_or_create(&vec![("kind".to_string(), kind.to_string())]);
+        }
         let mut r = Registry::default();
         r.register(
             "kubeproxy_sync_proxy_rules_duration_seconds",
@@ -150,7 +155,7 @@ impl Metrics {
         );
         r.register(
             "kproxy_sync_errors",
-            "Errors that kept a sync from completing (refused kernel operations and the like)",
+            "Errors that kept a sync from completing, by kind (refused: a kernel operation; rules: a restore; ...)",
             m.sync_errors.clone(),
         );
         r.register(
@@ -389,7 +394,11 @@ impl SyncObserver for Telemetry {
                 .get_or_create(&vec![("kind".to_string(), kind.to_string())])
                 .inc_by(*n);
         }
-        m.sync_errors.inc_by(outcome.errors.len() as u64);
+        for e in &outcome.errors {
+            m.sync_errors
+                .get_or_create(&vec![("kind".to_string(), e.kind().to_string())])
+                .inc();
+        }
         let distinct: BTreeSet<_> = outcome.problems.iter().map(|p| &p.object).collect();
         m.skipped.store(distinct.len() as i64, Ordering::Relaxed);
         m.update_invalid();
@@ -511,10 +520,9 @@ mod tests {
         assert!(t.health().healthy);
         t.queued();
         let mut failed = ok.clone();
-        failed
-            .outcome
-            .errors
-            .push("add_virtual_server 10.0.0.1:80: EEXIST".into());
+        failed.outcome.errors.push(crate::sync::SyncError::Refused(
+            crate::kernel::KernelError::errno("add virtual server TCP 10.0.0.1:80", libc::EEXIST),
+        ));
         t.synced(&failed);
         let h = t.health();
         assert!(!h.healthy);

@@ -18,7 +18,6 @@
 //! an operator's own chains and rules are left alone.
 
 pub mod planner;
-pub mod ruleset;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -26,11 +25,13 @@ use std::net::IpAddr;
 use crate::cluster::{ClusterState, IpFamily, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
-use crate::kernel::iptables::{Iptables, IptablesCmd, jump_target};
-use crate::sync::{Proxier, SyncOutcome};
+use crate::kernel::iptables::{Iptables, IptablesCmd};
+use crate::sync::{Proxier, SyncError, SyncOutcome};
 
-use planner::{ClusterView, KUBE_PROXY_CANARY, NodeContext, Plan};
-use ruleset::{RestorePlan, SavedTable, is_service_chain};
+use crate::netfilter::chains::{CANARY as KUBE_PROXY_CANARY, is_service_chain};
+use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
+use crate::netfilter::ruleset::{RestorePlan, SavedTable};
+use planner::{ClusterView, NodeContext, Plan};
 
 /// Tables holding the canary chain, as upstream's monitor watches them.
 const CANARY_TABLES: &[&str] = &["mangle", "nat", "filter"];
@@ -113,12 +114,12 @@ impl<I: Iptables> IptablesProxier<I> {
         &mut self.ipt
     }
 
-    fn node_context(&mut self, state: &dyn ClusterView) -> (NodeContext, Option<String>) {
+    fn node_context(&mut self, state: &dyn ClusterView) -> (NodeContext, Option<SyncError>) {
         let node = state.node();
         let mut err = None;
         let addresses = match self.addresses.as_mut() {
             Some(f) => f().unwrap_or_else(|e| {
-                err = Some(format!("reading local addresses: {e}"));
+                err = Some(SyncError::LocalAddresses(e));
                 node.map(|n| n.addresses.clone()).unwrap_or_default()
             }),
             None => node.map(|n| n.addresses.clone()).unwrap_or_default(),
@@ -257,7 +258,11 @@ impl<I: Iptables> IptablesProxier<I> {
         })
     }
 
-    fn plan_family(&mut self, state: &dyn ClusterView, family: IpFamily) -> (Plan, Option<String>) {
+    fn plan_family(
+        &mut self,
+        state: &dyn ClusterView,
+        family: IpFamily,
+    ) -> (Plan, Option<SyncError>) {
         let (ctx, err) = self.node_context(state);
         (planner::plan(state, &ctx, &self.config, family), err)
     }
@@ -286,10 +291,8 @@ impl<I: Iptables> IptablesProxier<I> {
             };
             let prepared = match self.prepare(&plan, family, mode) {
                 Ok(p) => p,
-                Err(e) => {
-                    outcome.errors.push(format!(
-                        "{family} iptables snapshot: {e}; next sync is full"
-                    ));
+                Err(source) => {
+                    outcome.errors.push(SyncError::Snapshot { family, source });
                     self.needs_full.insert(family);
                     continue;
                 }
@@ -313,12 +316,13 @@ impl<I: Iptables> IptablesProxier<I> {
                         *outcome.ops.entry("repair_chains").or_default() += prepared.drifted as u64;
                     }
                 }
-                Err(e) => {
+                Err(source) => {
                     self.needs_full.insert(family);
-                    outcome.errors.push(format!(
-                        "{family} rules for {} Services not applied: {e}; next sync is full",
-                        plan.services.len()
-                    ));
+                    outcome.errors.push(SyncError::Rules {
+                        family,
+                        services: plan.services.len(),
+                        source,
+                    });
                 }
             }
         }
@@ -375,161 +379,10 @@ impl<I: Iptables> Proxier for IptablesProxier<I> {
         self.dry_run_view(state)
     }
 
-    fn cleanup(&mut self) -> Vec<String> {
+    fn cleanup(&mut self) -> Vec<KernelError> {
         let families = self.families.clone();
         cleanup_iptables_leftovers(&mut self.ipt, &families, Leftovers::All)
     }
-}
-
-/// How much of the iptables mode's state `cleanup_iptables_leftovers` removes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Leftovers<'a> {
-    /// Everything: jumps from the built-in chains, the top-level chains, every
-    /// per-Service chain and the canaries (`--cleanup`, or before another
-    /// mode's first sync).
-    All,
-    /// Only the per-Service chains (KUBE-SVC/SVL/EXT/FW/SEP).
-    ServiceChainsOnly,
-    /// Everything except the chains and jumps of this ruleset: what the IPVS
-    /// mode does once its first sync has rewritten the chains the two modes
-    /// share (KUBE-SERVICES, KUBE-POSTROUTING, ...), so those never go
-    /// missing and nothing refers to the per-Service chains any more.
-    AllBut(&'a ruleset::Ruleset),
-}
-
-/// Top-level chains of the iptables mode; jumps into them from the built-in
-/// chains are ours.
-const OWNED_NAT: &[&str] = planner::NAT_TOP_CHAINS;
-const OWNED_FILTER: &[&str] = planner::FILTER_TOP_CHAINS;
-/// Jumps are only ever added to (and so only removed from) these.
-const BUILTIN_CHAINS: &[&str] = &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
-
-/// Remove what the iptables mode (kproxy's or kube-proxy's) left in the
-/// kernel, for each family. Keeps going after an error and returns them all.
-/// Chains and rules that are not the iptables mode's are never touched.
-pub fn cleanup_iptables_leftovers(
-    ipt: &mut dyn Iptables,
-    families: &[IpFamily],
-    scope: Leftovers<'_>,
-) -> Vec<String> {
-    let mut errors = Vec::new();
-    let keep = match scope {
-        Leftovers::AllBut(rs) => Some(rs),
-        _ => None,
-    };
-    let all = scope != Leftovers::ServiceChainsOnly;
-    for &family in families {
-        let dump = match ipt.save(family) {
-            Ok(s) => s,
-            Err(e) => {
-                errors.push(format!("{family} cleanup: {e}"));
-                continue;
-            }
-        };
-        for table in ["nat", "filter", "mangle"] {
-            let saved = SavedTable::parse(&dump, table);
-            let owned_top: &[&str] = match table {
-                "nat" => OWNED_NAT,
-                "filter" => OWNED_FILTER,
-                _ => &[],
-            };
-            let kept_chain = |c: &str| {
-                keep.is_some_and(|k| match table {
-                    "nat" => k.nat.get(c).is_some(),
-                    "filter" => k.filter.get(c).is_some(),
-                    _ => false,
-                })
-            };
-            let kept_jump = |from: &str, rule: &str| {
-                keep.is_some_and(|k| {
-                    k.jumps.iter().any(|j| {
-                        j.table == table
-                            && j.from == from
-                            && ruleset::normalize(&j.rule) == ruleset::normalize(rule)
-                    })
-                })
-            };
-            let mut unlink = Vec::new();
-            if all {
-                for (chain, rules) in &saved.chains {
-                    if !BUILTIN_CHAINS.contains(&chain.as_str()) {
-                        continue;
-                    }
-                    for r in rules {
-                        if jump_target(r).is_some_and(|t| owned_top.contains(&t))
-                            && !kept_jump(chain, r)
-                        {
-                            unlink.push(format!("-D {chain} {r}"));
-                        }
-                    }
-                }
-            }
-            let doomed: Vec<String> = saved
-                .chains
-                .keys()
-                .filter(|c| {
-                    is_service_chain(c)
-                        || (all && (owned_top.contains(&c.as_str()) || *c == KUBE_PROXY_CANARY))
-                })
-                .filter(|c| !kept_chain(c))
-                .cloned()
-                .collect();
-            errors.extend(remove_chains_and_jumps(
-                ipt, family, table, &unlink, &doomed,
-            ));
-        }
-    }
-    errors
-}
-
-/// In one restore: flush `doomed`, delete the `unlink` rules (`-D CHAIN
-/// ARGS`), then delete the chains. When the kernel refuses the batch
-/// (another component's rule still refers to a chain), remove what can be
-/// removed one at a time and return the rest as errors.
-pub fn remove_chains_and_jumps(
-    ipt: &mut dyn Iptables,
-    family: IpFamily,
-    table: &str,
-    unlink: &[String],
-    doomed: &[String],
-) -> Vec<String> {
-    let mut errors = Vec::new();
-    if unlink.is_empty() && doomed.is_empty() {
-        return errors;
-    }
-    let batch = |unlink: &[String], doomed: &[String]| {
-        let mut s = format!("*{table}\n");
-        for c in doomed {
-            s.push_str(&format!(":{c} - [0:0]\n"));
-        }
-        for u in unlink {
-            s.push_str(u);
-            s.push('\n');
-        }
-        for c in doomed {
-            s.push_str(&format!("-X {c}\n"));
-        }
-        s.push_str("COMMIT\n");
-        s
-    };
-    if let Err(e) = ipt.restore(family, &batch(unlink, doomed)) {
-        tracing::warn!(%family, table, "cleanup batch refused ({e}); retrying one by one");
-        for u in unlink {
-            if let Err(e) = ipt.restore(family, &batch(std::slice::from_ref(u), &[])) {
-                errors.push(format!("{family} {table}: removing jump `{u}`: {e}"));
-            }
-        }
-        for c in doomed {
-            let flush = format!("*{table}\n:{c} - [0:0]\nCOMMIT\n");
-            let _ = ipt.restore(family, &flush);
-        }
-        for c in doomed {
-            if let Err(e) = ipt.restore(family, &format!("*{table}\n-X {c}\nCOMMIT\n")) {
-                errors.push(format!("{family} {table}: deleting chain {c}: {e}"));
-            }
-        }
-    }
-    errors
 }
 
 #[cfg(test)]

@@ -20,39 +20,19 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-use super::ruleset::{Chain, Jump, Ruleset, Table};
 use crate::cluster::topology::{self, NodeView, PortEndpoint};
 use crate::cluster::{
     ClusterState, EndpointSlice, IpFamily, IpMode, Node, Problem, Service, ServiceName,
     ServicePort, ServicePortName, TrafficPolicy,
 };
 use crate::config::{Config, NodePortAddresses};
+use crate::netfilter::chains::{
+    FORWARDING_RULES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
+    KUBE_PROXY_FIREWALL, KUBE_SERVICES, SERVICE_PORTALS, forward, jump, mark_masq, nat_jumps,
+    postrouting, quoted, top_chain,
+};
 use crate::netfilter::local::LocalMatch;
-
-pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
-pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
-pub const KUBE_NODEPORTS: &str = "KUBE-NODEPORTS";
-pub const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
-pub const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
-pub const KUBE_FORWARD: &str = "KUBE-FORWARD";
-pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
-pub const KUBE_PROXY_CANARY: &str = super::ruleset::CANARY;
-
-/// The nat chains written on every sync.
-pub const NAT_TOP_CHAINS: &[&str] = &[
-    KUBE_SERVICES,
-    KUBE_NODEPORTS,
-    KUBE_POSTROUTING,
-    KUBE_MARK_MASQ,
-];
-/// The filter chains (all written on every sync).
-pub const FILTER_TOP_CHAINS: &[&str] = &[
-    KUBE_SERVICES,
-    KUBE_EXTERNAL_SERVICES,
-    KUBE_FORWARD,
-    KUBE_NODEPORTS,
-    KUBE_PROXY_FIREWALL,
-];
+use crate::netfilter::ruleset::{Chain, Jump, Ruleset, Table};
 
 /// Above this many endpoints (all Service ports together) the per-endpoint
 /// comments are left out, as upstream does, to keep the restore input small.
@@ -191,11 +171,6 @@ fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
 }
 
-/// A rule argument in double quotes, as iptables-save prints comments.
-pub fn quoted(s: &str) -> String {
-    format!("\"{s}\"")
-}
-
 /// A comment argument as upstream writes it: quoted only when it must be
 /// (the per-endpoint comments are bare `ns/name:port`).
 fn comment(s: &str) -> String {
@@ -209,51 +184,27 @@ fn comment(s: &str) -> String {
 /// The iptables mode's jump rules, in upstream's order.
 pub fn jumps() -> Vec<Jump> {
     let ext = "kubernetes externally-visible service portals";
-    let svc = "kubernetes service portals";
     let fw = "kubernetes load balancer firewall";
     let new = "-m conntrack --ctstate NEW ";
-    let j = |table, from, pre: &str, c: &str, to: &str| Jump {
-        table,
-        from,
-        rule: format!("{pre}-m comment --comment {} -j {to}", quoted(c)),
-    };
-    vec![
-        j("filter", "INPUT", new, ext, KUBE_EXTERNAL_SERVICES),
-        j("filter", "FORWARD", new, ext, KUBE_EXTERNAL_SERVICES),
-        j(
-            "filter",
-            "INPUT",
-            "",
-            "kubernetes health check service ports",
-            KUBE_NODEPORTS,
-        ),
-        j("filter", "FORWARD", new, svc, KUBE_SERVICES),
-        j("filter", "OUTPUT", new, svc, KUBE_SERVICES),
-        j(
-            "filter",
-            "FORWARD",
-            "",
-            "kubernetes forwarding rules",
-            KUBE_FORWARD,
-        ),
-        j("filter", "INPUT", new, fw, KUBE_PROXY_FIREWALL),
-        j("filter", "OUTPUT", new, fw, KUBE_PROXY_FIREWALL),
-        j("filter", "FORWARD", new, fw, KUBE_PROXY_FIREWALL),
-        j("nat", "OUTPUT", "", svc, KUBE_SERVICES),
-        j("nat", "PREROUTING", "", svc, KUBE_SERVICES),
-        j(
-            "nat",
-            "POSTROUTING",
-            "",
-            "kubernetes postrouting rules",
-            KUBE_POSTROUTING,
-        ),
-    ]
+    let health = "kubernetes health check service ports";
+    let mut jumps = vec![
+        jump("filter", "INPUT", new, ext, KUBE_EXTERNAL_SERVICES),
+        jump("filter", "FORWARD", new, ext, KUBE_EXTERNAL_SERVICES),
+        jump("filter", "INPUT", "", health, KUBE_NODEPORTS),
+        jump("filter", "FORWARD", new, SERVICE_PORTALS, KUBE_SERVICES),
+        jump("filter", "OUTPUT", new, SERVICE_PORTALS, KUBE_SERVICES),
+        jump("filter", "FORWARD", "", FORWARDING_RULES, KUBE_FORWARD),
+        jump("filter", "INPUT", new, fw, KUBE_PROXY_FIREWALL),
+        jump("filter", "OUTPUT", new, fw, KUBE_PROXY_FIREWALL),
+        jump("filter", "FORWARD", new, fw, KUBE_PROXY_FIREWALL),
+    ];
+    jumps.extend(nat_jumps());
+    jumps
 }
 
 struct Builder {
     family: IpFamily,
-    mark: String,
+    mark: u32,
     masquerade_all: bool,
     /// `--cluster-cidr` of this family: tells pod traffic from the rest.
     /// Pod traffic, as `--detect-local-mode` recognises it.
@@ -318,7 +269,7 @@ pub fn plan(
 
     let mut b = Builder {
         family,
-        mark: format!("{:#x}", config.masquerade_mark()),
+        mark: config.masquerade_mark(),
         masquerade_all: config.masquerade_all,
         local: LocalMatch::resolve(&config.local_detector(), &node.pod_cidrs, family),
         node_ip: node.node_ip(family),
@@ -764,52 +715,20 @@ impl Builder {
     }
 
     fn finish(self, node: &NodeContext) -> Ruleset {
-        let top = |name: &str, rules: Vec<String>| Chain {
-            name: name.to_string(),
-            rules,
-            owner: None,
-        };
-        let mark = &self.mark;
-        let mut forward = Vec::new();
-        if !node.conntrack_tcp_liberal {
-            // Without tcp_be_liberal, an out-of-window packet is INVALID and
-            // would otherwise reach the pod un-NATed and reset the connection.
-            forward.push("-m conntrack --ctstate INVALID -j DROP".to_string());
-        }
-        forward.push(format!(
-            "-m comment --comment {} -m mark --mark {mark}/{mark} -j ACCEPT",
-            quoted("kubernetes forwarding rules")
-        ));
-        forward.push(format!(
-            "-m comment --comment {} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-            quoted("kubernetes forwarding conntrack rule")
-        ));
         let filter = Table {
             chains: vec![
-                top(KUBE_SERVICES, self.filter_services),
-                top(KUBE_EXTERNAL_SERVICES, self.filter_external),
-                top(KUBE_FORWARD, forward),
-                top(KUBE_NODEPORTS, self.filter_nodeports),
-                top(KUBE_PROXY_FIREWALL, self.filter_firewall),
+                top_chain(KUBE_SERVICES, self.filter_services),
+                top_chain(KUBE_EXTERNAL_SERVICES, self.filter_external),
+                forward(self.mark, !node.conntrack_tcp_liberal),
+                top_chain(KUBE_NODEPORTS, self.filter_nodeports),
+                top_chain(KUBE_PROXY_FIREWALL, self.filter_firewall),
             ],
         };
         let mut nat_chains = vec![
-            top(KUBE_SERVICES, self.nat_services),
-            top(KUBE_NODEPORTS, self.nat_nodeports),
-            top(
-                KUBE_POSTROUTING,
-                vec![
-                    format!("-m mark ! --mark {mark}/{mark} -j RETURN"),
-                    // Clear the mark so a packet that traverses the stack
-                    // again is not masqueraded twice.
-                    format!("-j MARK --xor-mark {mark}"),
-                    format!(
-                        "-m comment --comment {} -j MASQUERADE --random-fully",
-                        quoted("kubernetes service traffic requiring SNAT")
-                    ),
-                ],
-            ),
-            top(KUBE_MARK_MASQ, vec![format!("-j MARK --or-mark {mark}")]),
+            top_chain(KUBE_SERVICES, self.nat_services),
+            top_chain(KUBE_NODEPORTS, self.nat_nodeports),
+            postrouting(self.mark, None),
+            mark_masq(self.mark),
         ];
         nat_chains.extend(self.service_chains);
         Ruleset {

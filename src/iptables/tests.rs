@@ -13,6 +13,8 @@ use super::planner::{self, StaticCluster, endpoint_chain, service_chain};
 use super::*;
 use crate::cluster::*;
 use crate::kernel::iptables::IptablesTwin;
+use crate::netfilter::chains::is_service_chain;
+use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -474,7 +476,7 @@ fn partial_sync_writes_only_the_changed_service() {
     assert!(p.sync_view(&c, Some(&BTreeSet::new())).ok());
     let chains = declared_chains(p.last_restore(IpFamily::V4).unwrap());
     assert!(
-        chains.iter().all(|c| !ruleset::is_service_chain(c)),
+        chains.iter().all(|c| !is_service_chain(c)),
         "nothing changed, nothing drifted: no Service chain rewritten: {chains:?}"
     );
 }
@@ -524,10 +526,18 @@ fn failed_restore_is_reported_and_forces_a_full_sync() {
     let out = p.sync_view(&c, Some(&changed));
     assert_eq!(out.errors.len(), 1);
     assert!(
-        out.errors[0].contains("next sync is full"),
+        matches!(
+            &out.errors[0],
+            SyncError::Rules {
+                family: IpFamily::V4,
+                services: 3,
+                ..
+            }
+        ),
         "{}",
         out.errors[0]
     );
+    assert!(out.errors[0].to_string().contains("next sync is full"));
     // Next sync, though "partial" with nothing changed, writes everything.
     assert!(p.sync_view(&c, Some(&BTreeSet::new())).ok());
     let chains = declared_chains(p.last_restore(IpFamily::V4).unwrap());
@@ -605,7 +615,17 @@ fn partial_sync_reads_no_dump_and_deletes_what_it_wrote_before() {
     // A full sync cannot go without its dump: reported, retried in full.
     let out = p.sync_view(&c, None);
     assert!(!out.ok());
-    assert!(out.errors[0].contains("snapshot"), "{:?}", out.errors);
+    assert!(
+        matches!(
+            &out.errors[0],
+            SyncError::Snapshot {
+                family: IpFamily::V4,
+                ..
+            }
+        ),
+        "{:?}",
+        out.errors
+    );
 }
 
 #[test]
@@ -699,7 +719,11 @@ fn cleanup_keeps_going_when_a_chain_is_still_referenced() {
     .unwrap();
     let errors = cleanup_iptables_leftovers(&mut twin, &[IpFamily::V4], Leftovers::All);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("KUBE-MARK-MASQ"), "{}", errors[0]);
+    assert!(
+        errors[0].to_string().contains("KUBE-MARK-MASQ"),
+        "{}",
+        errors[0]
+    );
     assert!(
         twin.chain(IpFamily::V4, "nat", "KUBE-SVC-AAAAAAAAAAAAAAAA")
             .is_none()
@@ -722,7 +746,7 @@ fn service_chains_only_cleanup_leaves_shared_top_level_chains() {
     );
     assert!(errors.is_empty(), "{errors:?}");
     let nat = &p.iptables().tables[&(IpFamily::V4, "nat".to_string())];
-    assert!(nat.chains.keys().all(|c| !ruleset::is_service_chain(c)));
+    assert!(nat.chains.keys().all(|c| !is_service_chain(c)));
     assert!(nat.chains.contains_key("KUBE-SERVICES"));
     assert!(
         nat.chains["PREROUTING"]

@@ -1,5 +1,6 @@
 //! The diff: desired IPVS-mode state vs a snapshot of the live kernel → the
-//! smallest ordered list of operations. Pure.
+//! smallest ordered list of operations, for IPVS, kube-ipvs0, the ipsets and
+//! the companion chains. Pure.
 //!
 //! Ownership: kproxy deletes a virtual server only when it sits on an address
 //! bound to kube-ipvs0 (or one it is about to bind), or on a node address
@@ -7,24 +8,19 @@
 //! Everything else in the table belongs to someone else and is left alone.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::planner::{DUMMY_LINK, IpvsPlan};
-use crate::kernel::ipvs::{IpvsOp, IpvsTable, ServiceEntry, ServiceKey, VirtualServer};
-
-/// What was read from the kernel before a sync.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LiveState {
-    pub table: IpvsTable,
-    pub link_exists: bool,
-    /// Addresses on kube-ipvs0.
-    pub bound: BTreeSet<IpAddr>,
-    /// The node's own addresses (kube-ipvs0's excluded).
-    pub node_addresses: BTreeSet<IpAddr>,
-}
+use super::live::{LiveCompanions, LiveState};
+use super::ops::{ChainWrite, Op};
+use super::planner::IpvsPlan;
+use super::sets::diff_sets;
+use crate::cluster::IpFamily;
+use crate::kernel::ipvs::{IpvsOp, ServiceEntry, ServiceKey, VirtualServer};
+use crate::netfilter::cleanup::{Leftovers, TABLES, leftovers};
+use crate::netfilter::ruleset::{Chain, SavedTable};
+use crate::sync::SyncError;
 
 /// Which live objects kproxy may change or delete.
 #[derive(Clone, Debug)]
@@ -56,43 +52,6 @@ impl Ownership {
         live.bound.contains(&key.addr)
             || desired.bound.contains(&key.addr)
             || (live.node_addresses.contains(&key.addr) && (lo..=hi).contains(&key.port))
-    }
-}
-
-/// One change to the IPVS-mode kernel state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    CreateLink,
-    AddAddress(IpAddr),
-    Ipvs(IpvsOp),
-    DelAddress(IpAddr),
-}
-
-impl Op {
-    /// A stable name for metrics (`kproxy_kernel_operations_total{kind}`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Op::CreateLink => "create_link",
-            Op::AddAddress(_) => "add_address",
-            Op::DelAddress(_) => "delete_address",
-            Op::Ipvs(IpvsOp::AddService(_)) => "add_virtual_server",
-            Op::Ipvs(IpvsOp::EditService(_)) => "edit_virtual_server",
-            Op::Ipvs(IpvsOp::DelService(_)) => "delete_virtual_server",
-            Op::Ipvs(IpvsOp::AddDest(..)) => "add_real_server",
-            Op::Ipvs(IpvsOp::EditDest(..)) => "edit_real_server",
-            Op::Ipvs(IpvsOp::DelDest(..)) => "delete_real_server",
-        }
-    }
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Op::CreateLink => write!(f, "create dummy link {DUMMY_LINK}"),
-            Op::AddAddress(a) => write!(f, "add address {a} to {DUMMY_LINK}"),
-            Op::DelAddress(a) => write!(f, "delete address {a} from {DUMMY_LINK}"),
-            Op::Ipvs(op) => op.fmt(f),
-        }
     }
 }
 
@@ -188,6 +147,91 @@ fn diff_dests(
     for dk in have.dests.keys() {
         if !want.dests.contains_key(dk) {
             down.push(Op::Ipvs(IpvsOp::DelDest(*key, *dk)));
+        }
+    }
+}
+
+/// Everything a sync would change, and what it cannot change as things are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub ops: Vec<Op>,
+    /// Objects in the way (an ipset of kproxy's name with another type).
+    pub conflicts: Vec<SyncError>,
+}
+
+/// The whole diff: IPVS and kube-ipvs0 first, then the sets (a rule may only
+/// name a set that exists and should find its members in place), then the
+/// chains, then, when `remove_leftovers`, the iptables mode's chains that the
+/// rewritten shared chains no longer reach.
+pub fn changes(
+    desired: &IpvsPlan,
+    live: &LiveState,
+    own: &Ownership,
+    remove_leftovers: bool,
+) -> Changes {
+    let mut c = Changes {
+        ops: diff(desired, live, own),
+        conflicts: Vec::new(),
+    };
+    if let Some(companions) = &live.companions {
+        diff_companions(desired, companions, remove_leftovers, &mut c);
+    }
+    c
+}
+
+fn diff_companions(
+    desired: &IpvsPlan,
+    live: &LiveCompanions,
+    remove_leftovers: bool,
+    c: &mut Changes,
+) {
+    let families: Vec<IpFamily> = live.tables.keys().copied().collect();
+    let (set_ops, conflicts) = diff_sets(&desired.sets, &live.sets, &families);
+    c.ops.extend(set_ops.into_iter().map(Op::Ipset));
+    c.conflicts
+        .extend(conflicts.into_iter().map(|k| SyncError::SetConflict {
+            name: k.name,
+            found: k.found,
+            wanted: k.wanted.to_string(),
+        }));
+    for (&family, saved) in &live.tables {
+        let Some(rs) = desired.rules.get(&family) else {
+            continue;
+        };
+        let differing = |saved: &SavedTable, chains: &[Chain]| -> Vec<Chain> {
+            chains
+                .iter()
+                .filter(|ch| !saved.matches(&ch.name, &ch.rules))
+                .cloned()
+                .collect()
+        };
+        let write = ChainWrite {
+            family,
+            nat: differing(&saved.nat, &rs.nat.chains),
+            filter: differing(&saved.filter, &rs.filter.chains),
+            jumps: rs
+                .jumps
+                .iter()
+                .filter(|j| !saved.get(j.table).contains_rule(j.from, &j.rule))
+                .cloned()
+                .collect(),
+        };
+        if write.size() > 0 {
+            c.ops.push(Op::Chains(write));
+        }
+    }
+    if !remove_leftovers {
+        return;
+    }
+    for (&family, saved) in &live.tables {
+        let Some(rs) = desired.rules.get(&family) else {
+            continue;
+        };
+        for table in TABLES {
+            let r = leftovers(saved.get(table), table, Leftovers::AllBut(rs));
+            if !r.is_empty() {
+                c.ops.push(Op::RemoveLeftovers(family, r));
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 
-use super::diff::{LiveState, Op, Ownership, diff};
+use super::diff::{Ownership, diff};
+use super::live::LiveState;
+use super::ops::Op;
 use super::planner::IpvsPlan;
 use crate::cluster::Protocol;
 use crate::kernel::ipvs::twin::IpvsTwin;
@@ -76,6 +78,7 @@ fn apply(live: &LiveState, ops: &[Op]) -> LiveState {
             Op::Ipvs(o) => twin.apply(std::slice::from_ref(o))[0]
                 .clone()
                 .unwrap_or_else(|e| panic!("kernel refused {o}: {e}")),
+            other => panic!("the IPVS diff made a companion operation: {other}"),
         }
     }
     next.table = twin.dump().unwrap();

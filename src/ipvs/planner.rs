@@ -9,16 +9,19 @@ use ipnet::IpNet;
 
 use crate::cluster::topology::{Categorized, NodeView, categorize, port_endpoints};
 use crate::cluster::{
-    ClusterState, IpFamily, IpMode, Kind, ObjectRef, Problem, Service, ServiceName, ServicePort,
-    ServiceType, TrafficPolicy,
+    ClusterState, IpFamily, IpMode, Kind, Node, ObjectRef, Problem, Service, ServiceName,
+    ServicePort, ServiceType, TrafficPolicy,
 };
 use crate::config::NodePortAddresses;
+use crate::config::system::nodeport_addresses_in_effect;
 use crate::kernel::ipvs::{
     DestKey, ForwardMethod, IpvsTable, Persistence, RealServer, ServiceEntry, ServiceKey,
     VirtualServer,
 };
 use crate::kernel::link::LocalAddress;
+use crate::netfilter::ruleset::Ruleset;
 
+use super::rules::{RuleConfig, companion_rules};
 use super::sets::{DesiredSets, Set, ip_port, ip_port_ip, ip_port_net};
 
 /// The dummy link that holds every Service VIP, as upstream names it.
@@ -29,9 +32,27 @@ pub const DUMMY_LINK: &str = "kube-ipvs0";
 pub struct NodeContext {
     pub name: String,
     pub zone: Option<String>,
+    /// The Node's podCIDRs (for `--detect-local-mode NodeCIDR`).
+    pub pod_cidrs: Vec<IpNet>,
+    /// The Node object's addresses (for `nodePortAddresses: [primary]`).
+    pub node_addresses: Vec<IpAddr>,
     /// Every local address (from the kernel), kube-ipvs0's included; the
     /// planner leaves those out itself.
     pub local_addresses: Vec<LocalAddress>,
+}
+
+impl NodeContext {
+    /// This node as the API (`node`, once it is known) and the kernel
+    /// (`local_addresses`) describe it.
+    pub fn new(name: &str, node: Option<&Node>, local_addresses: Vec<LocalAddress>) -> Self {
+        Self {
+            name: name.to_string(),
+            zone: node.and_then(|n| n.zone.clone()),
+            pod_cidrs: node.map(|n| n.pod_cidrs.clone()).unwrap_or_default(),
+            node_addresses: node.map(|n| n.addresses.clone()).unwrap_or_default(),
+            local_addresses,
+        }
+    }
 }
 
 /// Planner settings (a slice of `Config`).
@@ -43,6 +64,8 @@ pub struct PlanConfig {
     /// from the Node's addresses and `bind_address` at every plan.
     pub nodeport_primary: bool,
     pub bind_address: IpAddr,
+    /// What the companion rules depend on besides the sets.
+    pub rules: RuleConfig,
 }
 
 impl Default for PlanConfig {
@@ -52,6 +75,7 @@ impl Default for PlanConfig {
             nodeport_addresses: NodePortAddresses::All,
             nodeport_primary: false,
             bind_address: IpAddr::from([0, 0, 0, 0]),
+            rules: RuleConfig::default(),
         }
     }
 }
@@ -63,6 +87,7 @@ impl From<&crate::config::Config> for PlanConfig {
             nodeport_addresses: c.nodeport_addresses.clone(),
             nodeport_primary: c.nodeport_primary,
             bind_address: c.bind_address,
+            rules: RuleConfig::from(c),
         }
     }
 }
@@ -81,6 +106,8 @@ pub struct IpvsPlan {
     pub no_local_endpoints: u64,
     /// Members of the ipsets the companion iptables rules match.
     pub sets: DesiredSets,
+    /// The companion chains and jumps, per family.
+    pub rules: BTreeMap<IpFamily, Ruleset>,
 }
 
 /// The node addresses NodePorts listen on, in `family`.
@@ -121,9 +148,19 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
         name: &node.name,
         zone: node.zone.as_deref(),
     };
+    let nodeport_cfg = if cfg.nodeport_primary {
+        nodeport_addresses_in_effect(
+            &cfg.nodeport_addresses,
+            true,
+            cfg.bind_address,
+            &node.node_addresses,
+        )
+    } else {
+        cfg.nodeport_addresses.clone()
+    };
     let node_addrs: BTreeMap<IpFamily, Vec<IpAddr>> = [IpFamily::V4, IpFamily::V6]
         .into_iter()
-        .map(|f| (f, nodeport_addresses(node, &cfg.nodeport_addresses, f)))
+        .map(|f| (f, nodeport_addresses(node, &nodeport_cfg, f)))
         .collect();
     let mut ports = Vec::new();
     for svc in state.services() {
@@ -183,6 +220,11 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
         plan.sets
             .add(IpFamily::of(&addr), Set::IpvsIps, addr.to_string());
     }
+    let rules = RuleConfig {
+        node_pod_cidrs: node.pod_cidrs.clone(),
+        ..cfg.rules.clone()
+    };
+    plan.rules = companion_rules(&[IpFamily::V4, IpFamily::V6], &plan.sets, &rules);
     plan
 }
 

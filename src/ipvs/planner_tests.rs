@@ -43,6 +43,8 @@ pub(crate) fn test_node() -> NodeContext {
     NodeContext {
         name: "node-1".into(),
         zone: None,
+        pod_cidrs: Vec::new(),
+        node_addresses: Vec::new(),
         local_addresses: vec![
             la("lo", "127.0.0.1"),
             la("lo", "::1"),

@@ -231,27 +231,72 @@ impl DesiredSets {
     }
 }
 
-/// What a set diff does, for counting kernel operations.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SetChanges {
-    /// `ipset restore` input; empty when nothing changes.
-    pub script: String,
-    pub created: usize,
-    pub added: usize,
-    pub deleted: usize,
-    /// Sets kproxy cannot use as they are (same name, other type).
-    pub conflicts: Vec<String>,
+/// One change to IPVS mode's ipsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetOp {
+    /// Create `set` with `args` (type and options, as `ipset create` takes them).
+    Create {
+        set: String,
+        args: String,
+    },
+    Add {
+        set: String,
+        entry: String,
+    },
+    Del {
+        set: String,
+        entry: String,
+    },
 }
 
-/// The restore script that turns `live` into `desired` for `families`: the
+impl SetOp {
+    /// The `ipset restore` line for this operation.
+    pub fn restore_line(&self) -> String {
+        match self {
+            SetOp::Create { set, args } => format!("create {set} {args}"),
+            SetOp::Add { set, entry } => format!("add {set} {entry}"),
+            SetOp::Del { set, entry } => format!("del {set} {entry}"),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SetOp::Create { .. } => "create_ipset",
+            SetOp::Add { .. } => "add_ipset_entry",
+            SetOp::Del { .. } => "delete_ipset_entry",
+        }
+    }
+}
+
+/// A set kproxy cannot use as it is: same name, other type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetConflict {
+    pub name: String,
+    pub found: String,
+    pub wanted: &'static str,
+}
+
+/// `ipset restore` input for `ops`, in order.
+pub fn restore_script<'a>(ops: impl IntoIterator<Item = &'a SetOp>) -> String {
+    let mut out = String::new();
+    for op in ops {
+        out.push_str(&op.restore_line());
+        out.push('\n');
+    }
+    out
+}
+
+/// The operations that turn `live` into `desired` for `families`: the
 /// missing sets created, missing members added, stale ones deleted. Sets
-/// other than IPVS mode's own are never named.
+/// other than IPVS mode's own are never named; one of kproxy's names with
+/// the wrong type is a conflict, left alone.
 pub fn diff_sets(
     desired: &DesiredSets,
     live: &BTreeMap<String, LiveSet>,
     families: &[IpFamily],
-) -> SetChanges {
-    let mut c = SetChanges::default();
+) -> (Vec<SetOp>, Vec<SetConflict>) {
+    let mut ops = Vec::new();
+    let mut conflicts = Vec::new();
     let empty = BTreeSet::new();
     for &family in families {
         for set in Set::ALL {
@@ -259,31 +304,37 @@ pub fn diff_sets(
             let want = desired.get(family, set).unwrap_or(&empty);
             let have = match live.get(&name) {
                 Some(l) if l.set_type != set.set_type() => {
-                    c.conflicts.push(format!(
-                        "ipset {name} exists with type {}, but kproxy needs {}; remove it (ipset destroy {name}) so kproxy can create it",
-                        l.set_type,
-                        set.set_type()
-                    ));
+                    conflicts.push(SetConflict {
+                        name,
+                        found: l.set_type.clone(),
+                        wanted: set.set_type(),
+                    });
                     continue;
                 }
                 Some(l) => &l.entries,
                 None => {
-                    let _ = writeln!(c.script, "create {name} {}", set.create_args(family));
-                    c.created += 1;
+                    ops.push(SetOp::Create {
+                        set: name.clone(),
+                        args: set.create_args(family),
+                    });
                     &empty
                 }
             };
             for m in want.difference(have) {
-                let _ = writeln!(c.script, "add {name} {m}");
-                c.added += 1;
+                ops.push(SetOp::Add {
+                    set: name.clone(),
+                    entry: m.clone(),
+                });
             }
             for m in have.difference(want) {
-                let _ = writeln!(c.script, "del {name} {m}");
-                c.deleted += 1;
+                ops.push(SetOp::Del {
+                    set: name.clone(),
+                    entry: m.clone(),
+                });
             }
         }
     }
-    c
+    (ops, conflicts)
 }
 
 /// `ipset restore` input that destroys every IPVS-mode set present in `live`
@@ -354,22 +405,24 @@ mod tests {
         let mut desired = DesiredSets::default();
         desired.add(IpFamily::V4, Set::ClusterIp, "10.96.0.1,tcp:443".into());
         desired.add(IpFamily::V4, Set::ClusterIp, "10.96.0.10,udp:53".into());
-        let first = diff_sets(&desired, &BTreeMap::new(), &[IpFamily::V4]);
-        assert_eq!(first.created, 17);
-        assert_eq!(first.added, 2);
-        assert_eq!(first.deleted, 0);
+        let (first, _) = diff_sets(&desired, &BTreeMap::new(), &[IpFamily::V4]);
+        let count = |ops: &[SetOp], kind: &str| ops.iter().filter(|o| o.kind() == kind).count();
+        assert_eq!(count(&first, "create_ipset"), 17);
+        assert_eq!(count(&first, "add_ipset_entry"), 2);
+        assert_eq!(count(&first, "delete_ipset_entry"), 0);
         // Every create comes before the adds into that set.
-        let create = first.script.find("create KUBE-CLUSTER-IP ").unwrap();
-        let add = first.script.find("add KUBE-CLUSTER-IP ").unwrap();
+        let script = restore_script(&first);
+        let create = script.find("create KUBE-CLUSTER-IP ").unwrap();
+        let add = script.find("add KUBE-CLUSTER-IP ").unwrap();
         assert!(create < add);
 
-        let mut live = crate::kernel::ipset::parse_save(&first.script.replace(
+        let mut live = crate::kernel::ipset::parse_save(&script.replace(
             "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536",
             "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536 bucketsize 12",
         ));
         assert_eq!(
             diff_sets(&desired, &live, &[IpFamily::V4]),
-            SetChanges::default()
+            (vec![], vec![])
         );
 
         // An operator's set is never named; a stale member is deleted.
@@ -378,19 +431,24 @@ mod tests {
             .unwrap()
             .entries
             .insert("10.96.0.99,tcp:80".into());
-        let c = diff_sets(&desired, &live, &[IpFamily::V4]);
-        assert_eq!(c.script, "del KUBE-CLUSTER-IP 10.96.0.99,tcp:80\n");
+        let (ops, _) = diff_sets(&desired, &live, &[IpFamily::V4]);
+        assert_eq!(
+            restore_script(&ops),
+            "del KUBE-CLUSTER-IP 10.96.0.99,tcp:80\n"
+        );
         assert!(!destroy_script(&live).contains("OPERATOR"));
 
         // A set of the wrong type is reported, not destroyed behind anyone's back.
         live.get_mut("KUBE-NODE-PORT-TCP").unwrap().set_type = "hash:ip".into();
-        let c = diff_sets(&desired, &live, &[IpFamily::V4]);
-        assert_eq!(c.conflicts.len(), 1);
-        assert!(
-            c.conflicts[0].contains("KUBE-NODE-PORT-TCP"),
-            "{:?}",
-            c.conflicts
+        let (ops, conflicts) = diff_sets(&desired, &live, &[IpFamily::V4]);
+        assert_eq!(
+            conflicts,
+            vec![SetConflict {
+                name: "KUBE-NODE-PORT-TCP".into(),
+                found: "hash:ip".into(),
+                wanted: "bitmap:port",
+            }]
         );
-        assert!(!c.script.contains("KUBE-NODE-PORT-TCP"));
+        assert!(!restore_script(&ops).contains("KUBE-NODE-PORT-TCP"));
     }
 }

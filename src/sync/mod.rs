@@ -11,8 +11,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cluster::{ClusterState, Kind, Node, Problem, ServiceName, SourceEvent};
 
+pub use error::SyncError;
 pub use schedule::{Schedule, SyncKind};
 
+mod error;
 mod schedule;
 use crate::config::ProxyMode;
 
@@ -23,7 +25,7 @@ pub struct SyncOutcome {
     pub ops: BTreeMap<&'static str, u64>,
     /// Operations the kernel refused, and anything else that kept the sync
     /// from being complete; each names the object and the reason.
-    pub errors: Vec<String>,
+    pub errors: Vec<SyncError>,
     /// Objects skipped while planning (bad input), each with its reason.
     pub problems: Vec<Problem>,
     /// Service ports with Local traffic policy and no local endpoint.
@@ -55,7 +57,7 @@ pub trait Proxier: Send {
     fn dry_run(&mut self, state: &ClusterState) -> anyhow::Result<Vec<String>>;
     /// Remove everything this mode owns in the kernel; keeps going after an
     /// error and returns all of them.
-    fn cleanup(&mut self) -> Vec<String>;
+    fn cleanup(&mut self) -> Vec<crate::kernel::KernelError>;
 }
 
 /// A completed sync, as observers see it.
@@ -241,6 +243,7 @@ impl<P: Proxier> SyncLoop<P> {
 mod tests {
     use super::*;
     use crate::cluster::{Kind, ObjectRef};
+    use crate::kernel::KernelError;
     use std::sync::Mutex;
     use tokio::sync::mpsc;
     use tokio::time::{Instant as TokioInstant, advance};
@@ -268,14 +271,15 @@ mod tests {
             let mut f = self.fail_next.lock().unwrap();
             if *f > 0 {
                 *f -= 1;
-                out.errors.push("kernel said no".into());
+                out.errors
+                    .push(SyncError::Refused(KernelError::new("op", "kernel said no")));
             }
             out
         }
         fn dry_run(&mut self, _s: &ClusterState) -> anyhow::Result<Vec<String>> {
             Ok(vec![])
         }
-        fn cleanup(&mut self) -> Vec<String> {
+        fn cleanup(&mut self) -> Vec<KernelError> {
             vec![]
         }
     }
@@ -449,7 +453,10 @@ mod tests {
         tx.send(poke()).unwrap();
         tx.send(SourceEvent::Synced).unwrap();
         match h.await.unwrap() {
-            Exit::Once(out) => assert_eq!(out.errors, vec!["kernel said no".to_string()]),
+            Exit::Once(out) => assert_eq!(
+                out.errors,
+                vec![SyncError::Refused(KernelError::new("op", "kernel said no"))]
+            ),
             other => panic!("expected Once, got {other:?}"),
         }
     }

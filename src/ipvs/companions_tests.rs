@@ -1,25 +1,26 @@
 //! IPVS mode's companion ipsets and rules, on the in-memory twins: the
 //! rules as written (goldens in src/ipvs/testdata, `KPROXY_BLESS=1`
-//! rewrites them), and the sync's diffing, drift repair, hand-over from the
-//! iptables mode and cleanup.
+//! rewrites them), and the proxier's diffing of sets and chains, drift
+//! repair, hand-over from the iptables mode and cleanup.
 
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 
 use super::IpvsProxier;
-use super::firewall::{Firewall, RuleConfig, ruleset};
+use super::live::Companions;
 use super::planner::{PlanConfig, plan};
 use super::planner_tests::{fixture, state_from_yaml, test_node};
+use super::rules::{RuleConfig, ruleset};
 use super::sets::{DesiredSets, Set};
 use crate::cluster::IpFamily;
 use crate::config::{Config, Flags};
-use crate::iptables::ruleset::RestorePlan;
 use crate::kernel::ipset::{IpsetTwin, Ipsets};
 use crate::kernel::iptables::{Iptables, IptablesTwin};
 use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::link::twin::LinksTwin;
-use crate::sync::Proxier;
+use crate::netfilter::ruleset::RestorePlan;
+use crate::sync::{Proxier, SyncError};
 
 type Shared<T> = Arc<Mutex<T>>;
 
@@ -155,6 +156,7 @@ fn a_load_balancer_closed_to_the_node_drops_the_nodes_own_connections() {
 
 struct World {
     ipvs: Shared<IpvsTwin>,
+    links: Shared<LinksTwin>,
     ipt: Shared<IptablesTwin>,
     ipsets: Shared<IpsetTwin>,
     proxier: IpvsProxier,
@@ -169,16 +171,16 @@ fn world() -> World {
         .unwrap()])));
     let ipt: Shared<IptablesTwin> = Shared::default();
     let ipsets: Shared<IpsetTwin> = Shared::default();
-    let fw = Firewall::new(
+    let companions = Companions::new(
         Box::new(ipt.clone()),
         Box::new(ipsets.clone()),
         vec![IpFamily::V4, IpFamily::V6],
-        RuleConfig::from(&config),
     );
-    let proxier =
-        IpvsProxier::new(Box::new(ipvs.clone()), Box::new(links), &config).with_firewall(fw);
+    let proxier = IpvsProxier::new(Box::new(ipvs.clone()), Box::new(links.clone()), &config)
+        .with_companions(companions);
     World {
         ipvs,
+        links,
         ipt,
         ipsets,
         proxier,
@@ -348,16 +350,19 @@ fn members_are_read_only_when_counts_disagree_or_after_a_restart() {
     // the members of every set that is not empty, and only those.
     let ipsets = w.ipsets.clone();
     ipsets.lock().unwrap().member_reads.clear();
-    let mut fresh = Firewall::new(
+    let mut fresh = IpvsProxier::new(
+        Box::new(w.ipvs.clone()),
+        Box::new(w.links.clone()),
+        &w.config,
+    )
+    .with_companions(Companions::new(
         Box::new(w.ipt.clone()),
         Box::new(ipsets.clone()),
         vec![IpFamily::V4, IpFamily::V6],
-        RuleConfig::from(&w.config),
-    );
-    let p = plan(&state, &test_node(), &PlanConfig::from(&w.config));
-    let mut out = crate::sync::SyncOutcome::default();
-    fresh.sync(&p.sets, &mut out);
+    ));
+    let out = fresh.sync(&state, None);
     assert!(out.ok(), "{:?}", out.errors);
+    assert_eq!(out.total_ops(), 0, "{:?}", out.ops);
     let mut reads = ipsets.lock().unwrap().member_reads.clone();
     reads.sort();
     assert_eq!(
@@ -427,7 +432,9 @@ fn a_refused_set_update_is_reported_and_the_ipvs_table_still_programmed() {
     let out = w.proxier.sync(&state, None);
     assert!(!out.ok());
     assert!(
-        out.errors.iter().any(|e| e.contains("ipset restore")),
+        out.errors
+            .iter()
+            .any(|e| matches!(e, SyncError::Ipsets(k) if k.op.contains("ipset restore"))),
         "{:?}",
         out.errors
     );
@@ -451,9 +458,10 @@ fn a_set_of_the_wrong_type_is_named_and_left_alone() {
     let (state, _) = state_from_yaml(&fixture("clusterip.yaml"), &w.config);
     let out = w.proxier.sync(&state, None);
     assert!(
-        out.errors
-            .iter()
-            .any(|e| e.contains("KUBE-LOOP-BACK exists with type hash:ip")),
+        out.errors.iter().any(|e| matches!(
+            e,
+            SyncError::SetConflict { name, found, .. } if name == "KUBE-LOOP-BACK" && found == "hash:ip"
+        )),
         "{:?}",
         out.errors
     );
@@ -490,13 +498,17 @@ fn cleanup_removes_rules_before_sets_and_spares_the_operators() {
     let errors = {
         let ipt = w.ipt.clone();
         let ipsets = w.ipsets.clone();
-        let mut fw = Firewall::new(
+        let mut p = IpvsProxier::new(
+            Box::new(w.ipvs.clone()),
+            Box::new(w.links.clone()),
+            &w.config,
+        )
+        .with_companions(Companions::new(
             Box::new(ipt.clone()),
             Box::new(ReleaseWhenRulesGone { ipt, ipsets }),
             vec![IpFamily::V4, IpFamily::V6],
-            RuleConfig::from(&w.config),
-        );
-        fw.cleanup()
+        ));
+        p.cleanup()
     };
     assert!(errors.is_empty(), "{errors:?}");
     let names: Vec<String> = w.ipsets.lock().unwrap().sets.keys().cloned().collect();
@@ -504,10 +516,17 @@ fn cleanup_removes_rules_before_sets_and_spares_the_operators() {
     let save = w.ipt.lock().unwrap().save(IpFamily::V4).unwrap();
     assert!(!save.contains("KUBE-"), "{save}");
     assert!(save.contains("-A INPUT -j OPERATOR"), "{save}");
-    // And IPVS-level cleanup through the proxier leaves no link behind.
+    // The same cleanup took the virtual servers and the link.
+    assert!(w.ipvs.lock().unwrap().table.services.is_empty());
+    assert!(
+        !w.links
+            .lock()
+            .unwrap()
+            .links
+            .contains_key(super::DUMMY_LINK)
+    );
     let errors = w.proxier.cleanup();
     assert!(errors.is_empty(), "{errors:?}");
-    assert!(w.ipvs.lock().unwrap().table.services.is_empty());
 }
 
 /// An ipset twin whose sets count as in use while any KUBE- rule exists.

@@ -7,9 +7,10 @@
 //! `--set-xmark`, probabilities rounded to the kernel's 31-bit fixed point),
 //! so comparing the two goes through `normalize`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::chains::CANARY;
 use crate::cluster::ServiceName;
 use crate::kernel::iptables::split_args;
 
@@ -43,10 +44,6 @@ impl Table {
     pub fn get(&self, name: &str) -> Option<&Chain> {
         self.chains.iter().find(|c| c.name == name)
     }
-
-    pub fn rule_count(&self) -> usize {
-        self.chains.iter().map(|c| c.rules.len()).sum()
-    }
 }
 
 /// Everything the planner wants in the kernel for one family.
@@ -59,24 +56,6 @@ pub struct Ruleset {
     pub jumps: Vec<Jump>,
 }
 
-/// An empty chain whose disappearance tells that a table was flushed
-/// between syncs (upstream's name, in mangle, nat and filter).
-pub const CANARY: &str = "KUBE-PROXY-CANARY";
-
-/// Prefixes of the per-Service-port chains (upstream's, so that chains left
-/// by kube-proxy are recognised and cleaned up too).
-pub const SERVICE_CHAIN_PREFIXES: &[&str] = &[
-    "KUBE-SVC-",
-    "KUBE-SVL-",
-    "KUBE-EXT-",
-    "KUBE-FW-",
-    "KUBE-SEP-",
-];
-
-pub fn is_service_chain(name: &str) -> bool {
-    SERVICE_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
-}
-
 /// What one restore should write, for one family.
 #[derive(Clone, Debug, Default)]
 pub struct RestorePlan<'a> {
@@ -85,9 +64,9 @@ pub struct RestorePlan<'a> {
     pub nat: Vec<&'a Chain>,
     /// Jump rules missing from built-in chains.
     pub jumps: Vec<&'a Jump>,
-    /// Stale chains to flush and delete, per table.
+    /// Stale nat chains to flush and delete (only the nat table has
+    /// per-Service chains).
     pub delete_nat: Vec<String>,
-    pub delete_filter: Vec<String>,
     /// Tables (mangle, nat, filter) that need the empty canary chain.
     pub canary: Vec<&'static str>,
 }
@@ -98,7 +77,6 @@ impl RestorePlan<'_> {
             && self.nat.is_empty()
             && self.jumps.is_empty()
             && self.delete_nat.is_empty()
-            && self.delete_filter.is_empty()
             && self.canary.is_empty()
     }
 
@@ -109,8 +87,9 @@ impl RestorePlan<'_> {
         if self.canary.contains(&"mangle") {
             let _ = writeln!(out, "*mangle\n:{CANARY} - [0:0]\nCOMMIT");
         }
+        let none = Vec::new();
         for (table, chains, deletes) in [
-            ("filter", &self.filter, &self.delete_filter),
+            ("filter", &self.filter, &none),
             ("nat", &self.nat, &self.delete_nat),
         ] {
             let jumps: Vec<&&Jump> = self.jumps.iter().filter(|j| j.table == table).collect();
@@ -284,11 +263,6 @@ pub fn normalize(rule: &str) -> Vec<(String, Vec<String>)> {
 
 fn is_all_ones_mask(v: &str) -> bool {
     v == "255.255.255.255" || v == "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
-}
-
-/// Chain names of a saved table that match `pred`.
-pub fn chains_where(t: &SavedTable, pred: impl Fn(&str) -> bool) -> BTreeSet<String> {
-    t.chains.keys().filter(|c| pred(c)).cloned().collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,91 @@
+//! Why a sync was not complete, as values: each names the object and the
+//! reason, and has a kind for the `kproxy_sync_errors_total{kind}` metric,
+//! so that tests match variants and operators can count by cause.
+
+use crate::cluster::IpFamily;
+use crate::kernel::KernelError;
+use crate::kernel::ipvs::ServiceKey;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    /// Reading the kernel before planning failed: nothing was changed.
+    #[error("reading the live kernel state: {0}")]
+    ReadLive(KernelError),
+    /// The kernel refused one operation (IPVS, link or address); the others
+    /// went in.
+    #[error("{0}")]
+    Refused(KernelError),
+    /// Real servers that could not go in because the kernel refused their
+    /// virtual server (each would otherwise be one ESRCH line).
+    #[error("{count} real server(s) of {service} not added: its virtual server was refused")]
+    RealServersOrphaned { service: ServiceKey, count: usize },
+    /// An ipset kproxy needs exists under its name with another type.
+    #[error(
+        "ipset {name} exists with type {found}, but kproxy needs {wanted}; remove it (ipset destroy {name}) so kproxy can create it"
+    )]
+    SetConflict {
+        name: String,
+        found: String,
+        wanted: String,
+    },
+    /// Writing ipset members (or creating sets) failed.
+    #[error("{0}")]
+    Ipsets(KernelError),
+    /// IPVS mode's companion chains of one family were not written.
+    #[error("{family} companion rules: {source}")]
+    CompanionRules {
+        family: IpFamily,
+        source: KernelError,
+    },
+    /// The iptables mode's restore of one family failed.
+    #[error("{family} rules for {services} Services not applied: {source}; next sync is full")]
+    Rules {
+        family: IpFamily,
+        services: usize,
+        source: KernelError,
+    },
+    /// The iptables mode could not read one family's tables.
+    #[error("{family} iptables snapshot: {source}; next sync is full")]
+    Snapshot {
+        family: IpFamily,
+        source: KernelError,
+    },
+    /// The node's own addresses could not be read (the Node object's are used).
+    #[error("reading local addresses: {0}")]
+    LocalAddresses(KernelError),
+    /// A chain or jump the other mode left could not be removed.
+    #[error("removing iptables-mode leftovers: {0}")]
+    Leftovers(KernelError),
+}
+
+impl SyncError {
+    /// Every `kind()`, so that each series exists (at 0) from the start.
+    pub const KINDS: [&'static str; 10] = [
+        "read_live",
+        "refused",
+        "real_servers_orphaned",
+        "set_conflict",
+        "ipsets",
+        "companion_rules",
+        "rules",
+        "snapshot",
+        "local_addresses",
+        "leftovers",
+    ];
+
+    /// A stable label value for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::ReadLive(_) => "read_live",
+            SyncError::Refused(_) => "refused",
+            SyncError::RealServersOrphaned { .. } => "real_servers_orphaned",
+            SyncError::SetConflict { .. } => "set_conflict",
+            SyncError::Ipsets(_) => "ipsets",
+            SyncError::CompanionRules { .. } => "companion_rules",
+            SyncError::Rules { .. } => "rules",
+            SyncError::Snapshot { .. } => "snapshot",
+            SyncError::LocalAddresses(_) => "local_addresses",
+            SyncError::Leftovers(_) => "leftovers",
+        }
+    }
+}
