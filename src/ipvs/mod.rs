@@ -9,13 +9,13 @@
 //! - `proxier`: one sync (or dry run, or cleanup) from end to end;
 //! - `render`: `ipvsadm -Ln` text for a table.
 
-pub mod apply;
-pub mod diff;
-pub mod live;
-pub mod ops;
+pub(crate) mod apply;
+pub(crate) mod diff;
+pub(crate) mod live;
+pub(crate) mod ops;
 pub mod planner;
 pub mod proxier;
-pub mod render;
+pub(crate) mod render;
 pub mod rules;
 pub mod sets;
 

@@ -47,10 +47,6 @@ impl LocalMatch {
         }
     }
 
-    pub fn is_implemented(&self) -> bool {
-        *self != LocalMatch::None
-    }
-
     /// The match for pod traffic (`-s CIDR`, `-i cni0`), if any.
     pub fn if_local(&self) -> Option<String> {
         match self {
@@ -113,6 +109,9 @@ mod tests {
             Some("-i veth+")
         );
 
-        assert!(!LocalMatch::resolve(&LocalDetector::None, &[], IpFamily::V4).is_implemented());
+        assert_eq!(
+            LocalMatch::resolve(&LocalDetector::None, &[], IpFamily::V4),
+            LocalMatch::None
+        );
     }
 }

@@ -5,5 +5,5 @@
 
 pub mod chains;
 pub mod cleanup;
-pub mod local;
-pub mod ruleset;
+pub(crate) mod local;
+pub(crate) mod ruleset;

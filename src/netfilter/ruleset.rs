@@ -72,14 +72,6 @@ pub struct RestorePlan<'a> {
 }
 
 impl RestorePlan<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.filter.is_empty()
-            && self.nat.is_empty()
-            && self.jumps.is_empty()
-            && self.delete_nat.is_empty()
-            && self.canary.is_empty()
-    }
-
     /// `iptables-restore --noflush` input: per table, the chain lines (which
     /// create or flush), the missing jumps, the rules, then the deletions.
     pub fn render(&self) -> String {
