@@ -223,6 +223,7 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
             },
         ],
         no_local_endpoints: 2,
+        draining: 0,
     };
     let mut r = report(outcome);
     // Changed 1.5 s ago by the EndpointSlice controller's account.

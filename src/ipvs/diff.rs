@@ -17,7 +17,9 @@ use super::ops::{ChainWrite, Op};
 use super::planner::IpvsPlan;
 use super::sets::diff_sets;
 use crate::cluster::IpFamily;
-use crate::kernel::ipvs::{IpvsOp, ServiceEntry, ServiceKey, VirtualServer};
+use crate::kernel::ipvs::{
+    DestStats, IpvsOp, Protocol, RealServer, ServiceEntry, ServiceKey, VirtualServer,
+};
 use crate::netfilter::cleanup::{Leftovers, TABLES, leftovers};
 use crate::netfilter::ruleset::{Chain, SavedTable};
 use crate::sync::SyncError;
@@ -144,11 +146,69 @@ fn diff_dests(
             Some(_) => {}
         }
     }
-    for dk in have.dests.keys() {
-        if !want.dests.contains_key(dk) {
-            down.push(Op::Ipvs(IpvsOp::DelDest(*key, *dk)));
+    for (dk, cur) in &have.dests {
+        if want.dests.contains_key(dk) {
+            continue;
+        }
+        match drain_step(key, cur, have.stats.get(dk)) {
+            Drain::Delete => down.push(Op::Ipvs(IpvsOp::DelDest(*key, *dk))),
+            Drain::Start => down.push(Op::Ipvs(IpvsOp::EditDest(
+                *key,
+                RealServer { weight: 0, ..*cur },
+            ))),
+            Drain::Wait => {}
         }
     }
+}
+
+/// What to do with a real server the plan no longer has.
+#[derive(Debug, PartialEq, Eq)]
+enum Drain {
+    Delete,
+    /// Weight 0: no new connections, the open ones carry on.
+    Start,
+    /// Already at weight 0 with connections open.
+    Wait,
+}
+
+/// Graceful termination, as upstream's (pkg/proxy/ipvs/graceful_termination.go):
+/// a TCP real server leaves only once IPVS holds no connection to it
+/// (ActiveConn + InActConn = 0; a closed connection lingers in TIME_WAIT
+/// for about two minutes); UDP and SCTP ones go at once
+/// (IsRsGracefulTerminationNeeded). The state lives in the kernel, so a
+/// restarted kproxy resumes draining where the last one left off.
+fn drain_step(key: &ServiceKey, cur: &RealServer, stats: Option<&DestStats>) -> Drain {
+    let open = stats.map_or(0, |s| s.active_conns + s.inactive_conns);
+    if key.protocol != Protocol::Tcp || open == 0 {
+        Drain::Delete
+    } else if cur.weight != 0 {
+        Drain::Start
+    } else {
+        Drain::Wait
+    }
+}
+
+/// Real servers kproxy no longer wants that stay (at weight 0) after this
+/// diff's operations, until their connections end.
+pub fn draining(desired: &IpvsPlan, live: &LiveState, own: &Ownership) -> usize {
+    let mut n = 0;
+    for (key, want) in &desired.table.services {
+        let Some(have) = live.table.services.get(key) else {
+            continue;
+        };
+        if !own.owns(key, live, desired) {
+            continue;
+        }
+        n += have
+            .dests
+            .iter()
+            .filter(|(dk, cur)| {
+                !want.dests.contains_key(dk)
+                    && drain_step(key, cur, have.stats.get(dk)) != Drain::Delete
+            })
+            .count();
+    }
+    n
 }
 
 /// Everything a sync would change, and what it cannot change as things are.
@@ -157,6 +217,8 @@ pub struct Changes {
     pub ops: Vec<Op>,
     /// Objects in the way (an ipset of kproxy's name with another type).
     pub conflicts: Vec<SyncError>,
+    /// See `draining`.
+    pub draining: usize,
 }
 
 /// The whole diff: IPVS and kube-ipvs0 first, then the sets (a rule may only
@@ -172,6 +234,7 @@ pub fn changes(
     let mut c = Changes {
         ops: diff(desired, live, own),
         conflicts: Vec::new(),
+        draining: draining(desired, live, own),
     };
     if let Some(companions) = &live.companions {
         diff_companions(desired, companions, remove_leftovers, &mut c);

@@ -372,3 +372,85 @@ fn ipv6_entries_diff_like_ipv4() {
     assert!(after.bound.contains(&ip("fd00:10:96::10")));
     assert!(diff(&desired, &after, &Ownership::default()).is_empty());
 }
+
+/// Upstream's graceful termination (pkg/proxy/ipvs/graceful_termination.go,
+/// GracefulDeleteRS and deleteRsFunc): a TCP real server with connections
+/// goes to weight 0 and stays until ActiveConn + InActConn reach 0.
+#[test]
+fn a_tcp_real_server_with_connections_drains_at_weight_zero() {
+    let v = vs("10.96.0.10", 80, "rr");
+    let (a, b) = (rs("10.244.1.2", 8080, 1), rs("10.244.2.2", 8080, 1));
+    let desired = plan_of(vec![entry(v.clone(), &[b])], &[]);
+    let with = |weight: u32, active: u32, inactive: u32| {
+        let mut live = node_live();
+        live.link_exists = true;
+        live.bound.insert(ip("10.96.0.10"));
+        let mut e = entry(v.clone(), &[RealServer { weight, ..a }, b]);
+        e.stats.insert(
+            a.key,
+            DestStats {
+                active_conns: active,
+                inactive_conns: inactive,
+            },
+        );
+        live.table.services.insert(v.key, e);
+        live
+    };
+    let own = Ownership::default();
+    // Open connections: weight 0, nothing deleted.
+    assert_eq!(
+        diff(&desired, &with(1, 1, 0), &own),
+        [Op::Ipvs(IpvsOp::EditDest(
+            v.key,
+            RealServer { weight: 0, ..a }
+        ))]
+    );
+    // Draining and still busy (also only TIME_WAIT ones): leave it.
+    assert!(diff(&desired, &with(0, 1, 0), &own).is_empty());
+    assert!(diff(&desired, &with(0, 0, 3), &own).is_empty());
+    // The last connection gone: deleted, at the first sync that sees it.
+    assert_eq!(
+        diff(&desired, &with(0, 0, 0), &own),
+        [Op::Ipvs(IpvsOp::DelDest(v.key, a.key))]
+    );
+    // Idle from the start: deleted at once.
+    assert_eq!(
+        diff(&desired, &with(1, 0, 0), &own),
+        [Op::Ipvs(IpvsOp::DelDest(v.key, a.key))]
+    );
+    // Back in the plan while draining: its weight back, in place.
+    let both = plan_of(vec![entry(v.clone(), &[a, b])], &[]);
+    assert_eq!(
+        diff(&both, &with(0, 2, 0), &own),
+        [Op::Ipvs(IpvsOp::EditDest(v.key, a))]
+    );
+}
+
+/// Upstream's IsRsGracefulTerminationNeeded: UDP and SCTP real servers are
+/// deleted at once, whatever their counters say.
+#[test]
+fn udp_and_sctp_real_servers_are_deleted_at_once() {
+    for protocol in [Protocol::Udp, Protocol::Sctp] {
+        let mut v = vs("10.96.0.10", 53, "rr");
+        v.key.protocol = protocol;
+        let a = rs("10.244.1.2", 53, 1);
+        let mut live = node_live();
+        live.link_exists = true;
+        live.bound.insert(ip("10.96.0.10"));
+        let mut e = entry(v.clone(), &[a]);
+        e.stats.insert(
+            a.key,
+            DestStats {
+                active_conns: 4,
+                inactive_conns: 9,
+            },
+        );
+        live.table.services.insert(v.key, e);
+        let desired = plan_of(vec![entry(v.clone(), &[])], &[]);
+        assert_eq!(
+            diff(&desired, &live, &Ownership::default()),
+            [Op::Ipvs(IpvsOp::DelDest(v.key, a.key))],
+            "{protocol}"
+        );
+    }
+}

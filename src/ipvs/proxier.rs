@@ -120,8 +120,13 @@ impl IpvsProxier {
     }
 
     fn converge(&mut self, desired: &IpvsPlan, live: &LiveState, outcome: &mut SyncOutcome) {
-        let Changes { ops, conflicts } = self.changes(desired, live);
+        let Changes {
+            ops,
+            conflicts,
+            draining,
+        } = self.changes(desired, live);
         outcome.errors.extend(conflicts);
+        outcome.draining = draining as u64;
         for op in &ops {
             tracing::debug!("{op}");
         }
@@ -241,8 +246,17 @@ impl Proxier for IpvsProxier {
             .map(|p| format!("# skipped {p}"))
             .collect();
         lines.extend(err.map(|e| format!("# {e}")));
-        let Changes { ops, conflicts } = self.changes(&desired, &live);
+        let Changes {
+            ops,
+            conflicts,
+            draining,
+        } = self.changes(&desired, &live);
         lines.extend(conflicts.iter().map(|e| format!("# {e}")));
+        if draining > 0 {
+            lines.push(format!(
+                "# {draining} real server(s) draining at weight 0 until their connections end"
+            ));
+        }
         lines.push(format!("# {} change(s) to the live kernel:", ops.len()));
         lines.extend(ops.iter().map(Op::to_string));
         // The complete plan, as an operator will read it back afterwards.

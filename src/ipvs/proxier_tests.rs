@@ -7,7 +7,10 @@ use super::{DUMMY_LINK, IpvsProxier};
 use crate::cluster::Protocol;
 use crate::config::Config;
 use crate::kernel::ipvs::twin::IpvsTwin;
-use crate::kernel::ipvs::{Ipvs, ServiceEntry, ServiceKey, VirtualServer};
+use crate::kernel::ipvs::{
+    DestKey, DestStats, ForwardMethod, Ipvs, IpvsOp, RealServer, ServiceEntry, ServiceKey,
+    VirtualServer,
+};
 use crate::kernel::link::twin::LinksTwin;
 use crate::sync::{Proxier, SyncError};
 
@@ -208,4 +211,71 @@ fn dry_run_lists_operations_and_changes_nothing() {
     assert!(lines.contains(&"add address 10.96.0.81 to kube-ipvs0".to_string()));
     assert!(n.ipvs.lock().unwrap().table.services.is_empty());
     assert!(!n.links.lock().unwrap().links.contains_key(DUMMY_LINK));
+}
+
+/// An endpoint leaving its Service drains: weight 0 while IPVS holds
+/// connections to it, deleted once they are gone; a restarted proxier
+/// finds the draining real server in the kernel and carries on.
+#[test]
+fn a_removed_endpoint_drains_across_a_restart_and_then_goes() {
+    let mut n = node();
+    let text = fixture("clusterip.yaml");
+    let (state, _) = state_from_yaml(&text, &n.config);
+    assert!(n.proxier.sync(&state, None).ok());
+    let vip = key("10.96.0.10", 80);
+    let a = RealServer {
+        key: DestKey {
+            addr: "10.244.1.5".parse().unwrap(),
+            port: 8080,
+        },
+        weight: 1,
+        forward: ForwardMethod::Masq,
+    };
+    let open = DestStats {
+        active_conns: 1,
+        inactive_conns: 0,
+    };
+    n.ipvs
+        .lock()
+        .unwrap()
+        .set_stats(&IpvsOp::AddDest(vip, a), open);
+
+    let without_a = text.replace(
+        "- {addresses: [10.244.1.5], conditions: {ready: true}, nodeName: node-1}\n",
+        "",
+    );
+    assert_ne!(without_a, text);
+    let (state, _) = state_from_yaml(&without_a, &n.config);
+    let out = n.proxier.sync(&state, None);
+    assert!(out.ok(), "{:?}", out.errors);
+    assert_eq!(out.ops.get("edit_real_server"), Some(&1), "{:?}", out.ops);
+    assert_eq!(out.draining, 1);
+    let weight = |n: &Node| {
+        n.ipvs.lock().unwrap().table.services[&vip]
+            .dests
+            .get(&a.key)
+            .map(|d| d.weight)
+    };
+    assert_eq!(weight(&n), Some(0));
+
+    // A new process: the same kernel, nothing to do while the connection lasts.
+    let mut restarted = IpvsProxier::new(
+        Box::new(n.ipvs.clone()),
+        Box::new(n.links.clone()),
+        &n.config,
+    );
+    let out = restarted.sync(&state, None);
+    assert!(out.ok(), "{:?}", out.errors);
+    assert_eq!(out.total_ops(), 0, "{:?}", out.ops);
+    assert_eq!(out.draining, 1);
+
+    // The connection ends: the next sync deletes it.
+    n.ipvs
+        .lock()
+        .unwrap()
+        .set_stats(&IpvsOp::AddDest(vip, a), DestStats::default());
+    let out = restarted.sync(&state, None);
+    assert_eq!(out.ops.get("delete_real_server"), Some(&1), "{:?}", out.ops);
+    assert_eq!(out.draining, 0);
+    assert_eq!(weight(&n), None);
 }

@@ -30,7 +30,14 @@ pub struct SyncOutcome {
     pub problems: Vec<Problem>,
     /// Service ports with Local traffic policy and no local endpoint.
     pub no_local_endpoints: u64,
+    /// Real servers left at weight 0 until their connections end: the loop
+    /// looks again within `DRAIN_CHECK` while there are any.
+    pub draining: u64,
 }
+
+/// How often draining real servers are checked at the least (upstream's
+/// rsCheckDeleteInterval, pkg/proxy/ipvs/graceful_termination.go).
+pub const DRAIN_CHECK: Duration = Duration::from_secs(60);
 
 impl SyncOutcome {
     pub fn ok(&self) -> bool {
@@ -202,6 +209,9 @@ impl<P: Proxier> SyncLoop<P> {
                 let ok = report.outcome.ok();
                 self.schedule
                     .on_sync(tokio::time::Instant::now().into_std(), ok);
+                if report.outcome.draining > 0 {
+                    self.schedule.recheck_within(DRAIN_CHECK);
+                }
                 if !ok {
                     tracing::warn!(
                         retry_in_ms = self.schedule.retry_delay().as_millis() as u64,

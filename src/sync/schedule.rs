@@ -34,6 +34,9 @@ pub struct Schedule {
     last_end: Option<Instant>,
     /// Failed syncs in a row.
     failures: u32,
+    /// The last sync left work the kernel finishes on its own (real servers
+    /// draining): look again within this long, even when nothing changes.
+    recheck: Option<Duration>,
 }
 
 /// The first retry after a failure comes after this long (or after `min`,
@@ -54,6 +57,7 @@ impl Schedule {
             dirty: false,
             last_end: None,
             failures: 0,
+            recheck: None,
         }
     }
 
@@ -71,11 +75,23 @@ impl Schedule {
     pub fn on_sync(&mut self, now: Instant, ok: bool) {
         self.last_end = Some(now);
         self.dirty = false;
+        self.recheck = None;
         self.failures = if ok {
             0
         } else {
             self.failures.saturating_add(1)
         };
+    }
+
+    /// The sync that just ended wants a full sync again within `within`
+    /// (or the sync period, if sooner). Cleared by the next sync.
+    pub fn recheck_within(&mut self, within: Duration) {
+        self.recheck = Some(within);
+    }
+
+    /// The longest wait for a full sync after the last one.
+    fn period(&self) -> Duration {
+        self.recheck.map_or(self.max, |r| r.min(self.max))
     }
 
     /// How long after the last (failed) sync the retry comes.
@@ -94,7 +110,7 @@ impl Schedule {
             // Ready and never synced: now.
             return Some(Instant::now());
         };
-        let periodic = end + self.max;
+        let periodic = end + self.period();
         Some(if self.failures > 0 {
             (end + self.retry_delay()).min(periodic)
         } else if self.dirty {
@@ -112,7 +128,7 @@ impl Schedule {
         let Some(end) = self.last_end else {
             return Some(SyncKind::Full);
         };
-        if now >= end + self.max {
+        if now >= end + self.period() {
             return Some(SyncKind::Full);
         }
         if self.failures > 0 {
@@ -127,6 +143,25 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_recheck_brings_the_next_full_sync_forward_once() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(S, 300 * S);
+        s.on_ready();
+        s.on_sync(t0, true);
+        s.recheck_within(60 * S);
+        assert_eq!(s.deadline(), Some(t0 + 60 * S));
+        assert_eq!(s.due(t0 + 59 * S), None);
+        assert_eq!(s.due(t0 + 60 * S), Some(SyncKind::Full));
+        // Never later than the sync period.
+        s.recheck_within(900 * S);
+        assert_eq!(s.deadline(), Some(t0 + 300 * S));
+        // The next sync clears it: back to the sync period.
+        let t1 = t0 + 60 * S;
+        s.on_sync(t1, true);
+        assert_eq!(s.deadline(), Some(t1 + 300 * S));
+    }
 
     fn at(t0: Instant, secs: u64) -> Instant {
         t0 + Duration::from_secs(secs)
