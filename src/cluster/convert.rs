@@ -26,7 +26,7 @@ use super::model::{
     LoadBalancerIngress, Node, Protocol, Service, ServiceName, ServicePort, ServiceType,
     TO_BE_DELETED_TAINT, TargetPort, TrafficPolicy,
 };
-use super::state::{Kind, ObjectRef, Problem};
+use super::object::{Kind, ObjectRef, Problem};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

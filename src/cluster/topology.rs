@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::model::{AddressType, EndpointSlice, IpFamily, Service, ServicePort, TrafficPolicy};
-use super::state::{Kind, ObjectRef, Problem};
+use super::object::{Kind, ObjectRef, Problem};
 
 /// One endpoint of one Service port, resolved to an address and a port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
