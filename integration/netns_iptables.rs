@@ -112,7 +112,6 @@ mod inner {
 
     use kproxy::cluster::*;
     use kproxy::config::Config;
-    use kproxy::iptables::planner::StaticCluster;
     use kproxy::iptables::{IptablesProxier, Leftovers, cleanup_iptables_leftovers};
     use kproxy::kernel::iptables::{Backend, IptablesCmd};
 

@@ -7,13 +7,16 @@
 //! - `model`: the validated types the planners read.
 //! - `state`: the store the sync loop owns.
 //! - `topology`: which endpoints serve traffic from this node.
+//! - `view`: the cluster as planners read it (the store, or fixed objects).
 
 pub mod convert;
 pub mod model;
 pub mod object;
 pub mod state;
 pub mod topology;
+pub mod view;
 
 pub use model::*;
 pub use object::{Kind, Object, ObjectRef, Problem, SourceEvent};
 pub use state::ClusterState;
+pub use view::{ClusterView, StaticCluster};

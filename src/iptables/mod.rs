@@ -23,13 +23,13 @@ pub mod ruleset;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::cluster::{ClusterState, IpFamily, ServiceName};
+use crate::cluster::{ClusterState, ClusterView, IpFamily, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
 use crate::kernel::iptables::{Iptables, IptablesCmd, jump_target};
 use crate::sync::{Proxier, SyncOutcome};
 
-use planner::{ClusterView, KUBE_PROXY_CANARY, NodeContext, Plan};
+use planner::{KUBE_PROXY_CANARY, NodeContext, Plan};
 use ruleset::{RestorePlan, SavedTable, is_service_chain};
 
 /// Tables holding the canary chain, as upstream's monitor watches them.
