@@ -22,11 +22,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::model::{
-    AddressType, DEFAULT_AFFINITY_TIMEOUT, Endpoint, EndpointPort, EndpointSlice, IpFamily, IpMode,
-    LoadBalancerIngress, Node, Protocol, Service, ServiceName, ServicePort, ServiceType,
-    TO_BE_DELETED_TAINT, TargetPort, TrafficPolicy,
+    AddressType, DEFAULT_AFFINITY_TIMEOUT, Endpoint, EndpointPort, EndpointSlice, IpMode,
+    LoadBalancerIngress, Node, Service, ServiceName, ServicePort, ServiceType, TO_BE_DELETED_TAINT,
+    TargetPort, TrafficPolicy,
 };
 use super::object::{Kind, ObjectRef, Problem};
+use crate::net::{IpFamily, Protocol};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

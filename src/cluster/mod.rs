@@ -16,6 +16,7 @@ pub mod state;
 pub mod topology;
 pub mod view;
 
+pub use crate::net::{IpFamily, Protocol};
 pub use model::*;
 pub use object::{Kind, Object, ObjectRef, Problem, SourceEvent};
 pub use state::ClusterState;
