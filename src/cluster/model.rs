@@ -98,6 +98,9 @@ pub struct LoadBalancerIngress {
     pub ip_mode: IpMode,
 }
 
+/// The API server's default `--service-node-port-range`, inclusive.
+pub const DEFAULT_NODEPORT_RANGE: (u16, u16) = (30000, 32767);
+
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 

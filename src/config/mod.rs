@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::cluster::DEFAULT_NODEPORT_RANGE;
+
 pub use flags::{Flags, Note, NoteLevel, Resolved, resolve};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -347,7 +349,7 @@ impl Default for Config {
             pod_interface_name_prefix: String::new(),
             nodeport_addresses: NodePortAddresses::All,
             nodeport_primary: false,
-            nodeport_range: (30000, 32767),
+            nodeport_range: DEFAULT_NODEPORT_RANGE,
             masquerade_all: false,
             masquerade_bit: 14,
             iptables_localhost_nodeports: true,

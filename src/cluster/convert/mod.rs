@@ -26,6 +26,7 @@ pub use node::node;
 pub use service::service;
 pub use slice::{endpoint_slice, endpoints};
 
+use super::model::DEFAULT_NODEPORT_RANGE;
 use super::object::Problem;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -54,7 +55,7 @@ pub struct ConvertOptions {
 impl Default for ConvertOptions {
     fn default() -> Self {
         Self {
-            nodeport_range: (30000, 32767),
+            nodeport_range: DEFAULT_NODEPORT_RANGE,
             node_name: String::new(),
         }
     }
