@@ -14,7 +14,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// As the API spells it.
-    pub fn api_name(self) -> &'static str {
+    pub(crate) fn api_name(self) -> &'static str {
         match self {
             Protocol::Tcp => "TCP",
             Protocol::Udp => "UDP",
@@ -23,7 +23,7 @@ impl Protocol {
     }
 
     /// Lower-case, as iptables `-p` and chain-name hashing use it.
-    pub fn lower(self) -> &'static str {
+    pub(crate) fn lower(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",

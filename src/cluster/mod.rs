@@ -9,12 +9,12 @@
 //! - `topology`: which endpoints serve traffic from this node.
 //! - `view`: the cluster as planners read it (the store, or fixed objects).
 
-pub mod convert;
-pub mod model;
-pub mod object;
-pub mod state;
-pub mod topology;
-pub mod view;
+pub(crate) mod convert;
+mod model;
+mod object;
+mod state;
+pub(crate) mod topology;
+mod view;
 
 pub use crate::net::{IpFamily, Protocol};
 pub use model::*;

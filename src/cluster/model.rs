@@ -99,10 +99,10 @@ pub struct LoadBalancerIngress {
 }
 
 /// The API server's default `--service-node-port-range`, inclusive.
-pub const DEFAULT_NODEPORT_RANGE: (u16, u16) = (30000, 32767);
+pub(crate) const DEFAULT_NODEPORT_RANGE: (u16, u16) = (30000, 32767);
 
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds`.
-pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+pub(crate) const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 
 /// A Service that kproxy has accepted. Headless and ExternalName Services
 /// are kept (so that their endpoints are not mistaken for orphans) but
@@ -139,7 +139,7 @@ impl Service {
     }
 
     /// Whether traffic from outside the cluster reaches it (NodePort/LB/externalIPs).
-    pub fn is_external(&self) -> bool {
+    pub(crate) fn is_external(&self) -> bool {
         matches!(
             self.service_type,
             ServiceType::NodePort | ServiceType::LoadBalancer
@@ -147,7 +147,7 @@ impl Service {
     }
 
     /// Headless and ExternalName Services are not proxied.
-    pub fn is_proxied(&self) -> bool {
+    pub(crate) fn is_proxied(&self) -> bool {
         !self.headless && self.service_type != ServiceType::ExternalName
     }
 }
@@ -202,7 +202,7 @@ pub struct EndpointSlice {
 }
 
 impl EndpointSlice {
-    pub fn service_name(&self) -> ServiceName {
+    pub(crate) fn service_name(&self) -> ServiceName {
         ServiceName::new(&self.namespace, &self.service)
     }
 }
@@ -225,11 +225,11 @@ pub struct Node {
 }
 
 /// The taint the cluster autoscaler puts on a node before removing it.
-pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+pub(crate) const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
 
 impl Node {
     /// Whether load balancers should keep sending traffic to this node.
-    pub fn eligible(&self) -> bool {
+    pub(crate) fn eligible(&self) -> bool {
         !self.being_removed
     }
 }

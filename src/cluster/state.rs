@@ -48,7 +48,7 @@ impl ClusterState {
     /// The slices that feed `name`'s endpoints. Mirrored legacy Endpoints
     /// count only for a Service without a selector, as the mirroring
     /// controller would create them.
-    pub fn slices_for(&self, name: &ServiceName) -> Vec<&EndpointSlice> {
+    pub(crate) fn slices_for(&self, name: &ServiceName) -> Vec<&EndpointSlice> {
         let with_selector = self.services.get(name).is_some_and(|s| s.has_selector);
         self.by_service
             .get(name)
@@ -65,13 +65,13 @@ impl ClusterState {
     }
 
     /// Objects currently refused, each with its reason.
-    pub fn rejected(&self) -> impl Iterator<Item = &Problem> {
+    pub(crate) fn rejected(&self) -> impl Iterator<Item = &Problem> {
         self.rejected.values()
     }
 
     /// Services changed since the last call, or None when everything must be
     /// considered changed (the node changed).
-    pub fn take_changes(&mut self) -> Option<BTreeSet<ServiceName>> {
+    pub(crate) fn take_changes(&mut self) -> Option<BTreeSet<ServiceName>> {
         let changed = std::mem::take(&mut self.changed);
         if std::mem::take(&mut self.node_changed) {
             None
