@@ -113,7 +113,6 @@ mod inner {
     use kproxy::cluster::*;
     use kproxy::config::Config;
     use kproxy::iptables::IptablesProxier;
-    use kproxy::iptables::planner::StaticCluster;
     use kproxy::kernel::iptables::{Backend, IptablesCmd};
     use kproxy::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
 

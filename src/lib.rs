@@ -13,6 +13,7 @@ pub mod iptables;
 pub mod ipvs;
 pub mod kernel;
 pub mod logging;
+pub mod net;
 pub mod netfilter;
 pub mod source;
 pub mod sync;

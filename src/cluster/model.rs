@@ -9,6 +9,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::net::{IpFamily, Protocol};
+
 /// `namespace/name` of a Service.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceName {
@@ -46,69 +48,6 @@ impl fmt::Display for ServicePortName {
         } else {
             write!(f, "{}:{}", self.service, self.port)
         }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    /// As the API spells it.
-    pub fn api_name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-        }
-    }
-
-    /// Lower-case, as iptables `-p` and chain-name hashing use it.
-    pub fn lower(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.api_name())
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum IpFamily {
-    V4,
-    V6,
-}
-
-impl IpFamily {
-    /// Kubernetes' name for it (`IPv4`, `IPv6`).
-    pub fn name(self) -> &'static str {
-        match self {
-            IpFamily::V4 => "IPv4",
-            IpFamily::V6 => "IPv6",
-        }
-    }
-
-    pub fn of(addr: &IpAddr) -> Self {
-        if addr.is_ipv4() {
-            IpFamily::V4
-        } else {
-            IpFamily::V6
-        }
-    }
-}
-
-impl fmt::Display for IpFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -159,8 +98,11 @@ pub struct LoadBalancerIngress {
     pub ip_mode: IpMode,
 }
 
+/// The API server's default `--service-node-port-range`, inclusive.
+pub(crate) const DEFAULT_NODEPORT_RANGE: (u16, u16) = (30000, 32767);
+
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds`.
-pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+pub(crate) const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 
 /// A Service that kproxy has accepted. Headless and ExternalName Services
 /// are kept (so that their endpoints are not mistaken for orphans) but
@@ -197,7 +139,7 @@ impl Service {
     }
 
     /// Whether traffic from outside the cluster reaches it (NodePort/LB/externalIPs).
-    pub fn is_external(&self) -> bool {
+    pub(crate) fn is_external(&self) -> bool {
         matches!(
             self.service_type,
             ServiceType::NodePort | ServiceType::LoadBalancer
@@ -205,7 +147,7 @@ impl Service {
     }
 
     /// Headless and ExternalName Services are not proxied.
-    pub fn is_proxied(&self) -> bool {
+    pub(crate) fn is_proxied(&self) -> bool {
         !self.headless && self.service_type != ServiceType::ExternalName
     }
 }
@@ -260,7 +202,7 @@ pub struct EndpointSlice {
 }
 
 impl EndpointSlice {
-    pub fn service_name(&self) -> ServiceName {
+    pub(crate) fn service_name(&self) -> ServiceName {
         ServiceName::new(&self.namespace, &self.service)
     }
 }
@@ -283,11 +225,11 @@ pub struct Node {
 }
 
 /// The taint the cluster autoscaler puts on a node before removing it.
-pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+pub(crate) const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
 
 impl Node {
     /// Whether load balancers should keep sending traffic to this node.
-    pub fn eligible(&self) -> bool {
+    pub(crate) fn eligible(&self) -> bool {
         !self.being_removed
     }
 }

@@ -2,141 +2,11 @@
 //! version of every object, and remembers which Services changed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::Arc;
-
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
 
 use super::convert::{self, ConvertOptions};
 use super::model::{EndpointSlice, Node, Service, ServiceName};
-
-/// The kinds of API object kproxy reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Service,
-    EndpointSlice,
-    Endpoints,
-    Node,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::Service => "Service",
-            Kind::EndpointSlice => "EndpointSlice",
-            Kind::Endpoints => "Endpoints",
-            Kind::Node => "Node",
-        })
-    }
-}
-
-/// A raw API object as a source delivers it.
-#[derive(Clone, Debug)]
-pub enum Object {
-    Service(Box<core::Service>),
-    EndpointSlice(Box<discovery::EndpointSlice>),
-    Endpoints(Box<core::Endpoints>),
-    Node(Box<core::Node>),
-}
-
-impl Object {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Object::Service(_) => Kind::Service,
-            Object::EndpointSlice(_) => Kind::EndpointSlice,
-            Object::Endpoints(_) => Kind::Endpoints,
-            Object::Node(_) => Kind::Node,
-        }
-    }
-
-    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        match self {
-            Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
-            Object::Endpoints(o) => &o.metadata,
-            Object::Node(o) => &o.metadata,
-        }
-    }
-
-    pub fn object_ref(&self) -> ObjectRef {
-        let m = self.metadata();
-        ObjectRef {
-            kind: self.kind(),
-            namespace: m.namespace.clone().unwrap_or_default(),
-            name: m.name.clone().unwrap_or_default(),
-        }
-    }
-}
-
-/// `Kind namespace/name`, used to name an object in errors and in the store.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectRef {
-    pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ObjectRef {
-    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            kind,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            write!(f, "{} {}", self.kind, self.name)
-        } else {
-            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-        }
-    }
-}
-
-/// Something wrong with one object (or one part of it), and what was done about it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Problem {
-    pub object: ObjectRef,
-    pub reason: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.object, self.reason)
-    }
-}
-
-/// What a source tells the store.
-#[derive(Clone, Debug)]
-pub enum SourceEvent {
-    /// Created or changed.
-    Apply(Object),
-    /// Gone.
-    Delete(ObjectRef),
-    /// The complete current set of one kind (a relist, a manifests reload):
-    /// objects of that kind not in it are gone.
-    Replace(Kind, Vec<Object>),
-    /// The source has delivered its initial state; `--once` may sync now.
-    Synced,
-    /// The source lost (false) or regained (true) its connection.
-    Connected(bool),
-}
-
-impl SourceEvent {
-    /// The kind of object the event is about; None for the source's own news.
-    pub fn kind(&self) -> Option<Kind> {
-        match self {
-            SourceEvent::Apply(o) => Some(o.kind()),
-            SourceEvent::Delete(r) => Some(r.kind),
-            SourceEvent::Replace(k, _) => Some(*k),
-            SourceEvent::Synced | SourceEvent::Connected(_) => None,
-        }
-    }
-}
+use super::object::{Kind, Object, ObjectRef, Problem, SourceEvent};
 
 /// Services, their slices and this node, as last accepted.
 #[derive(Debug, Default)]
@@ -178,7 +48,7 @@ impl ClusterState {
     /// The slices that feed `name`'s endpoints. Mirrored legacy Endpoints
     /// count only for a Service without a selector, as the mirroring
     /// controller would create them.
-    pub fn slices_for(&self, name: &ServiceName) -> Vec<&EndpointSlice> {
+    pub(crate) fn slices_for(&self, name: &ServiceName) -> Vec<&EndpointSlice> {
         let with_selector = self.services.get(name).is_some_and(|s| s.has_selector);
         self.by_service
             .get(name)
@@ -195,13 +65,13 @@ impl ClusterState {
     }
 
     /// Objects currently refused, each with its reason.
-    pub fn rejected(&self) -> impl Iterator<Item = &Problem> {
+    pub(crate) fn rejected(&self) -> impl Iterator<Item = &Problem> {
         self.rejected.values()
     }
 
     /// Services changed since the last call, or None when everything must be
     /// considered changed (the node changed).
-    pub fn take_changes(&mut self) -> Option<BTreeSet<ServiceName>> {
+    pub(crate) fn take_changes(&mut self) -> Option<BTreeSet<ServiceName>> {
         let changed = std::mem::take(&mut self.changed);
         if std::mem::take(&mut self.node_changed) {
             None

@@ -9,8 +9,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::model::{AddressType, EndpointSlice, IpFamily, Service, ServicePort, TrafficPolicy};
-use super::state::{Kind, ObjectRef, Problem};
+use super::model::{AddressType, EndpointSlice, Service, ServicePort, TrafficPolicy};
+use super::object::{Kind, ObjectRef, Problem};
+use crate::net::IpFamily;
 
 /// One endpoint of one Service port, resolved to an address and a port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

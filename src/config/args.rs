@@ -20,6 +20,7 @@ use super::values::{
     BindValue, VModule, parse_bind, parse_feature_gates, parse_go_bool, parse_go_duration,
     parse_go_i32, parse_ip_sloppy, parse_quantity, parse_vmodule,
 };
+use crate::cluster::DEFAULT_NODEPORT_RANGE;
 
 /// `--bind-address`: an IP, or empty (which leaves the default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,9 +76,10 @@ fn log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (lo, hi) = s
-        .split_once('-')
-        .ok_or_else(|| format!("{s:?} is not a port range like 30000-32767"))?;
+    let (lo, hi) = s.split_once('-').ok_or_else(|| {
+        let (lo, hi) = DEFAULT_NODEPORT_RANGE;
+        format!("{s:?} is not a port range like {lo}-{hi}")
+    })?;
     let lo: u16 = lo.trim().parse().map_err(|_| format!("bad port {lo:?}"))?;
     let hi: u16 = hi.trim().parse().map_err(|_| format!("bad port {hi:?}"))?;
     if lo == 0 || lo > hi {

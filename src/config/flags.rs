@@ -43,14 +43,14 @@ impl Flags {
     }
 
     /// The long names of the flags given, sorted.
-    pub fn given_flags(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn given_flags(&self) -> impl Iterator<Item = &str> {
         self.given.iter().map(String::as_str)
     }
 
     /// The effective configuration: `base` (the defaults, or a config
     /// file's contents when --config is given) with the flags that apply
     /// on top, validated. `resolve` also reads the file and keeps the notes.
-    pub fn apply_to(&self, base: Config) -> anyhow::Result<Config> {
+    pub(crate) fn apply_to(&self, base: Config) -> anyhow::Result<Config> {
         super::apply::apply(self, base)
     }
 
@@ -126,7 +126,7 @@ impl Flags {
 /// kube-proxy's flag names are normalised as component-base normalises
 /// them: `--ipvs_sync_period` is `--ipvs-sync-period`. Values (after `=`)
 /// and everything after a bare `--` are left alone.
-pub fn normalize_args<I, T>(args: I) -> Vec<OsString>
+pub(crate) fn normalize_args<I, T>(args: I) -> Vec<OsString>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
@@ -211,7 +211,7 @@ pub struct Note {
 }
 
 impl Note {
-    pub fn warn(message: impl Into<String>) -> Self {
+    pub(crate) fn warn(message: impl Into<String>) -> Self {
         Self {
             level: NoteLevel::Warn,
             message: message.into(),
@@ -220,12 +220,6 @@ impl Note {
     pub fn info(message: impl Into<String>) -> Self {
         Self {
             level: NoteLevel::Info,
-            message: message.into(),
-        }
-    }
-    pub fn debug(message: impl Into<String>) -> Self {
-        Self {
-            level: NoteLevel::Debug,
             message: message.into(),
         }
     }

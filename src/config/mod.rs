@@ -12,12 +12,12 @@
 //!   (`--oom-score-adj`), node-IP and CPU detection.
 
 mod apply;
-pub mod args;
+pub(crate) mod args;
 pub mod file;
 pub mod flags;
 pub mod system;
-pub mod validate;
-pub mod values;
+pub(crate) mod validate;
+pub(crate) mod values;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,6 +25,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+use crate::cluster::DEFAULT_NODEPORT_RANGE;
 
 pub use flags::{Flags, Note, NoteLevel, Resolved, resolve};
 
@@ -45,7 +47,7 @@ impl std::fmt::Display for ProxyMode {
 
 /// `--proxy-mode` / `mode`: empty is kproxy's default (IPVS, falling back
 /// to iptables); nftables and kernelspace are upstream modes kproxy lacks.
-pub fn parse_mode(s: &str) -> Result<Option<ProxyMode>, String> {
+pub(crate) fn parse_mode(s: &str) -> Result<Option<ProxyMode>, String> {
     match s {
         "" => Ok(None),
         "ipvs" => Ok(Some(ProxyMode::Ipvs)),
@@ -347,7 +349,7 @@ impl Default for Config {
             pod_interface_name_prefix: String::new(),
             nodeport_addresses: NodePortAddresses::All,
             nodeport_primary: false,
-            nodeport_range: (30000, 32767),
+            nodeport_range: DEFAULT_NODEPORT_RANGE,
             masquerade_all: false,
             masquerade_bit: 14,
             iptables_localhost_nodeports: true,
@@ -384,8 +386,8 @@ impl Default for Config {
 }
 
 /// The default healthz and metrics ports (upstream's ports package).
-pub const HEALTHZ_PORT: u16 = 10256;
-pub const METRICS_PORT: u16 = 10249;
+pub(crate) const HEALTHZ_PORT: u16 = 10256;
+pub(crate) const METRICS_PORT: u16 = 10249;
 
 impl Config {
     /// Upstream's v1alpha1 defaults, the base a config file is read onto:
@@ -398,7 +400,7 @@ impl Config {
     }
 
     /// The mode actually in use, given whether the kernel has IPVS.
-    pub fn sync_periods(&self, mode: ProxyMode) -> (Duration, Duration) {
+    pub(crate) fn sync_periods(&self, mode: ProxyMode) -> (Duration, Duration) {
         match mode {
             ProxyMode::Ipvs => (self.ipvs_min_sync_period, self.ipvs_sync_period),
             ProxyMode::Iptables => (self.iptables_min_sync_period, self.iptables_sync_period),
@@ -406,13 +408,13 @@ impl Config {
     }
 
     /// The masquerade mark (`1 << masquerade_bit`, 0x4000 by default).
-    pub fn masquerade_mark(&self) -> u32 {
+    pub(crate) fn masquerade_mark(&self) -> u32 {
         1u32 << self.masquerade_bit
     }
 
     /// The local-traffic detector upstream would build from these settings
     /// (its getLocalDetectors): ClusterCIDR without CIDRs detects nothing.
-    pub fn local_detector(&self) -> LocalDetector {
+    pub(crate) fn local_detector(&self) -> LocalDetector {
         match self.detect_local_mode {
             LocalMode::ClusterCidr if self.cluster_cidrs.is_empty() => LocalDetector::None,
             LocalMode::ClusterCidr => LocalDetector::ClusterCidr(self.cluster_cidrs.clone()),
@@ -427,15 +429,11 @@ impl Config {
     }
 }
 
-/// Parse a Go duration (`30s`, `1m30s`, `500ms`; a bare number needs a
-/// unit unless it is 0), as kube-proxy's flags and file read them.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    values::parse_go_duration(s)
-}
-
 /// Parse a comma-separated CIDR list (`10.0.0.0/8,fd00::/8`), each as
-/// upstream's ParseCIDRSloppy reads it; empty items are refused.
-pub fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
+/// upstream's ParseCIDRSloppy reads it; empty items are refused. Tests
+/// write cluster CIDRs with it; the flags and the file parse their own lists.
+#[cfg(test)]
+pub(crate) fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
     values::split_list(s)
         .into_iter()
         .map(values::parse_cidr_sloppy)
@@ -448,16 +446,28 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("7").is_err(), "Go needs a unit");
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("s").is_err());
+        assert_eq!(
+            values::parse_go_duration("30s"),
+            Ok(Duration::from_secs(30))
+        );
+        assert_eq!(values::parse_go_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            values::parse_go_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            values::parse_go_duration("1h30m"),
+            Ok(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            values::parse_go_duration("2.5s"),
+            Ok(Duration::from_millis(2500))
+        );
+        assert_eq!(values::parse_go_duration("0"), Ok(Duration::ZERO));
+        assert!(values::parse_go_duration("7").is_err(), "Go needs a unit");
+        assert!(values::parse_go_duration("5 parsecs").is_err());
+        assert!(values::parse_go_duration("-1s").is_err());
+        assert!(values::parse_go_duration("s").is_err());
     }
 
     #[test]

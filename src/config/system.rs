@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use super::{Config, NodePortAddresses};
 
 /// The kernel's hostname, lower-cased, as upstream's default node name.
-pub fn local_hostname() -> String {
+pub(crate) fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_lowercase())
         .unwrap_or_default()
@@ -29,7 +29,7 @@ pub fn apply_oom_score_adj(value: i32) {
 }
 
 /// Upstream's applyOOMScoreAdj: two tries, a missing file is final.
-pub fn write_oom_score_adj(path: &Path, value: i32) -> std::io::Result<()> {
+pub(crate) fn write_oom_score_adj(path: &Path, value: i32) -> std::io::Result<()> {
     let mut last = None;
     for attempt in 0..2 {
         match std::fs::write(path, value.to_string()) {
@@ -46,7 +46,7 @@ pub fn write_oom_score_adj(path: &Path, value: i32) -> std::io::Result<()> {
 
 /// The number of online logical CPUs, as upstream counts them for
 /// conntrack sizing (from sysfs, falling back to what the runtime sees).
-pub fn detect_num_cpu() -> usize {
+pub(crate) fn detect_num_cpu() -> usize {
     std::fs::read_to_string("/sys/devices/system/cpu/online")
         .ok()
         .and_then(|s| parse_cpu_list(&s))
@@ -55,7 +55,7 @@ pub fn detect_num_cpu() -> usize {
 }
 
 /// Count the CPUs of a sysfs list such as `0-3,6,8-9`.
-pub fn parse_cpu_list(s: &str) -> Option<usize> {
+pub(crate) fn parse_cpu_list(s: &str) -> Option<usize> {
     let mut n = 0;
     for part in s.trim().split(',').filter(|p| !p.is_empty()) {
         n += match part.split_once('-') {
@@ -74,7 +74,7 @@ pub fn parse_cpu_list(s: &str) -> Option<usize> {
 
 /// The node's IPs as the proxy uses them (upstream's detectNodeIPs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NodeIps {
+pub(crate) struct NodeIps {
     /// The primary family: IPv4 unless the first Node address, or the bind
     /// address, is IPv6.
     pub primary_is_ipv6: bool,
@@ -82,20 +82,10 @@ pub struct NodeIps {
     pub ipv6: IpAddr,
 }
 
-impl NodeIps {
-    pub fn primary(&self) -> IpAddr {
-        if self.primary_is_ipv6 {
-            self.ipv6
-        } else {
-            self.ipv4
-        }
-    }
-}
-
 /// From the Node object's addresses (its first one, and a second of the
 /// other family) and `--bind-address`, which overrides the primary IP
 /// unless it is 0.0.0.0 or ::. Loopback fills in what is unknown.
-pub fn node_ips(node_addresses: &[IpAddr], bind_address: IpAddr) -> NodeIps {
+pub(crate) fn node_ips(node_addresses: &[IpAddr], bind_address: IpAddr) -> NodeIps {
     let mut ips = NodeIps {
         primary_is_ipv6: false,
         ipv4: IpAddr::from([127, 0, 0, 1]),
@@ -122,7 +112,7 @@ pub fn node_ips(node_addresses: &[IpAddr], bind_address: IpAddr) -> NodeIps {
 /// `nodePortAddresses: [primary]` as upstream resolves it at start-up: the
 /// node IP of each family as a /32 or /128, loopback left out; none at all
 /// means every local address.
-pub fn primary_nodeport_addresses(ips: &NodeIps) -> NodePortAddresses {
+pub(crate) fn primary_nodeport_addresses(ips: &NodeIps) -> NodePortAddresses {
     let cidrs: Vec<IpNet> = [ips.ipv4, ips.ipv6]
         .into_iter()
         .filter(|ip| !ip.is_loopback())
@@ -138,7 +128,7 @@ pub fn primary_nodeport_addresses(ips: &NodeIps) -> NodePortAddresses {
 /// The NodePort addresses in effect on a node with these addresses (its
 /// Node object's): `primary` (with `bind_address`) resolved as upstream
 /// resolves it at start-up, anything else as configured.
-pub fn nodeport_addresses_in_effect(
+pub(crate) fn nodeport_addresses_in_effect(
     configured: &NodePortAddresses,
     primary: bool,
     bind_address: IpAddr,
@@ -152,7 +142,10 @@ pub fn nodeport_addresses_in_effect(
 }
 
 /// `nodeport_addresses_in_effect` for a whole `Config`.
-pub fn nodeport_addresses_for(config: &Config, node_addresses: &[IpAddr]) -> NodePortAddresses {
+pub(crate) fn nodeport_addresses_for(
+    config: &Config,
+    node_addresses: &[IpAddr],
+) -> NodePortAddresses {
     nodeport_addresses_in_effect(
         &config.nodeport_addresses,
         config.nodeport_primary,
@@ -196,12 +189,14 @@ mod tests {
     #[test]
     fn node_ips_as_upstream_detects_them() {
         let n = node_ips(&[], ip("0.0.0.0"));
-        assert_eq!((n.primary(), n.ipv6), (ip("127.0.0.1"), ip("::1")));
+        assert!(!n.primary_is_ipv6);
+        assert_eq!((n.ipv4, n.ipv6), (ip("127.0.0.1"), ip("::1")));
         let n = node_ips(&[ip("fd00::5"), ip("10.0.0.5")], ip("0.0.0.0"));
         assert!(n.primary_is_ipv6);
         assert_eq!((n.ipv4, n.ipv6), (ip("10.0.0.5"), ip("fd00::5")));
         let n = node_ips(&[ip("10.0.0.5")], ip("192.168.1.9"));
-        assert_eq!(n.primary(), ip("192.168.1.9"));
+        assert!(!n.primary_is_ipv6);
+        assert_eq!(n.ipv4, ip("192.168.1.9"));
         let n = node_ips(&[ip("10.0.0.5")], ip("fd00::9"));
         assert!(n.primary_is_ipv6);
         assert_eq!((n.ipv4, n.ipv6), (ip("10.0.0.5"), ip("fd00::9")));

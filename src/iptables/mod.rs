@@ -22,7 +22,7 @@ pub mod planner;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::cluster::{ClusterState, IpFamily, ServiceName};
+use crate::cluster::{ClusterState, ClusterView, IpFamily, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
 use crate::kernel::iptables::{Iptables, IptablesCmd};
@@ -31,7 +31,7 @@ use crate::sync::{Proxier, SyncError, SyncOutcome};
 use crate::netfilter::chains::{CANARY as KUBE_PROXY_CANARY, is_service_chain};
 use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
 use crate::netfilter::ruleset::{RestorePlan, SavedTable};
-use planner::{ClusterView, NodeContext, Plan};
+use planner::{NodeContext, Plan};
 
 /// Tables holding the canary chain, as upstream's monitor watches them.
 const CANARY_TABLES: &[&str] = &["mangle", "nat", "filter"];

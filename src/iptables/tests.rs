@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::planner::{self, StaticCluster, endpoint_chain, service_chain};
+use super::planner::{self, endpoint_chain, service_chain};
 use super::*;
 use crate::cluster::*;
 use crate::kernel::iptables::IptablesTwin;

@@ -34,7 +34,7 @@ pub struct Ownership {
 impl Default for Ownership {
     fn default() -> Self {
         Self {
-            nodeport_range: (30000, 32767),
+            nodeport_range: crate::cluster::DEFAULT_NODEPORT_RANGE,
             exclude: Vec::new(),
         }
     }

@@ -38,15 +38,15 @@ use crate::config::Config;
 /// Objects that ask for another proxy (`service.kubernetes.io/service-proxy-name`)
 /// or belong to a headless Service are not ours: filter them server-side,
 /// exactly as kube-proxy does, so both can share a cluster.
-pub const SERVICE_SELECTOR: &str =
+pub(crate) const SERVICE_SELECTOR: &str =
     "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 
 /// Headless Services (no cluster IP) are DNS-only: upstream leaves them
 /// out with this field selector.
-pub const SERVICE_FIELD_SELECTOR: &str = "spec.clusterIP!=None";
+pub(crate) const SERVICE_FIELD_SELECTOR: &str = "spec.clusterIP!=None";
 
 /// EndpointSlices additionally must name their Service.
-pub const ENDPOINT_SLICE_SELECTOR: &str = "kubernetes.io/service-name,!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+pub(crate) const ENDPOINT_SLICE_SELECTOR: &str = "kubernetes.io/service-name,!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 
 /// Build the API client the way kube-proxy does: `--kubeconfig` (with
 /// `--master` overriding its server address), or `--master` alone (no

@@ -2,10 +2,10 @@
 //! manifests (`manifests`). Both send the same `SourceEvent`s into the sync
 //! loop's channel.
 
-pub mod access;
+pub(crate) mod access;
 pub mod kube;
 pub mod manifests;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 
 use tokio::sync::mpsc::UnboundedSender;
 

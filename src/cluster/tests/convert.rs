@@ -1,9 +1,16 @@
 //! Conversion rules, one case per rule. Inputs are written as JSON patches
 //! over a known-good object so that each case shows exactly what it breaks.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
 use serde_json::{Value, json};
 
+use super::service::{is_dns_label, is_iana_svc_name};
 use super::*;
+use crate::cluster::*;
 
 /// Merge `patch` into `base`: objects merge key by key, `null` deletes, and
 /// anything else replaces.

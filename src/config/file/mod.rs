@@ -25,10 +25,10 @@ use anyhow::Context as _;
 use super::Config;
 use super::flags::Note;
 
-pub use write::{to_yaml, write_config};
+pub use write::write_config;
 
-pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
-pub const KIND: &str = "KubeProxyConfiguration";
+pub(crate) const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
+pub(crate) const KIND: &str = "KubeProxyConfiguration";
 
 /// A problem with one field of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl Loaded {
         notes
     }
 
-    pub fn log_ignored(&self) {
+    pub(crate) fn log_ignored(&self) {
         for n in self.notes() {
             n.log();
         }

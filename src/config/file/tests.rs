@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::write::to_yaml;
 use super::*;
 use crate::config::{LocalMode, LogFormat, NodePortAddresses, ProxyMode};
 

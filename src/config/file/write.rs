@@ -24,7 +24,7 @@ pub fn write_config(c: &Config, path: impl AsRef<Path>) -> anyhow::Result<()> {
 }
 
 /// The KubeProxyConfiguration document for `c`, as YAML text.
-pub fn to_yaml(c: &Config) -> String {
+pub(crate) fn to_yaml(c: &Config) -> String {
     let mut out = String::new();
     emit_map(to_value(c).as_object().expect("a mapping"), 0, &mut out);
     out
