@@ -17,3 +17,6 @@ pub mod net;
 pub mod netfilter;
 pub mod source;
 pub mod sync;
+
+#[cfg(test)]
+mod testing;

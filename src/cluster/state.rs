@@ -247,5 +247,5 @@ impl ClusterState {
 }
 
 #[cfg(test)]
-#[path = "tests/state.rs"]
+#[path = "state_tests.rs"]
 mod tests;

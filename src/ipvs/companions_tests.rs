@@ -21,6 +21,7 @@ use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::link::twin::LinksTwin;
 use crate::netfilter::ruleset::RestorePlan;
 use crate::sync::{Proxier, SyncError};
+use crate::testing::golden;
 
 type Shared<T> = Arc<Mutex<T>>;
 
@@ -65,20 +66,11 @@ fn companion_rules_match_their_reviewed_goldens() {
             IpFamily::V6,
         ),
     ];
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ipvs/testdata");
-    let bless = std::env::var_os("KPROXY_BLESS").is_some();
     let mut failures = Vec::new();
     for (name, fx, flags, family) in cases {
         let got = rendered_rules(fx, flags, *family);
-        let path = dir.join(format!("{name}.rules"));
-        if bless {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_default();
-        if got != want {
-            failures.push(format!("{name}:\n--- expected\n{want}--- got\n{got}"));
+        if let Err(e) = golden(&format!("src/ipvs/testdata/{name}.rules"), &got) {
+            failures.push(e);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

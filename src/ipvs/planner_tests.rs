@@ -15,6 +15,7 @@ use crate::cluster::{ClusterState, Kind, Object, SourceEvent};
 use crate::config::{Config, Flags};
 use crate::kernel::link::LocalAddress;
 use crate::source::manifests::parse_text;
+use crate::testing::golden;
 
 /// The text of one fixture in tests/fixtures/ipvs.
 pub(crate) fn fixture(name: &str) -> String {
@@ -131,23 +132,15 @@ fn rendering(path: &Path) -> String {
 
 #[test]
 fn every_fixture_plans_as_expected() {
-    let bless = std::env::var_os("KPROXY_BLESS").is_some();
     let mut failures = Vec::new();
     let all = fixtures();
     assert!(all.len() >= 15, "fixtures missing: {all:?}");
     for f in all {
         let got = rendering(&f);
-        let expected_path = f.with_extension("ipvsadm");
-        if bless {
-            std::fs::write(&expected_path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if got != want {
-            failures.push(format!(
-                "{}:\n--- expected\n{want}--- got\n{got}",
-                f.file_name().unwrap().to_string_lossy()
-            ));
+        let name = f.file_name().unwrap().to_string_lossy();
+        let expected = format!("tests/fixtures/ipvs/{}", name.replace(".yaml", ".ipvsadm"));
+        if let Err(e) = golden(&expected, &got) {
+            failures.push(e);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -65,5 +65,4 @@ impl Default for ConvertOptions {
 pub type Converted<T> = Result<(T, Vec<Problem>), Problem>;
 
 #[cfg(test)]
-#[path = "../tests/convert.rs"]
 mod tests;
