@@ -10,10 +10,10 @@ use super::live::Companions;
 use super::ops::Op;
 use super::planner::DUMMY_LINK;
 use super::sets::{SetOp, restore_script};
-use crate::cluster::IpFamily;
 use crate::kernel::KernelError;
 use crate::kernel::ipvs::{Ipvs, IpvsOp, ServiceKey};
 use crate::kernel::link::Links;
+use crate::net::IpFamily;
 use crate::netfilter::cleanup;
 use crate::sync::{SyncError, SyncOutcome};
 

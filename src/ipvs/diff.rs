@@ -16,10 +16,10 @@ use super::live::{LiveCompanions, LiveState};
 use super::ops::{ChainWrite, Op};
 use super::planner::IpvsPlan;
 use super::sets::diff_sets;
-use crate::cluster::IpFamily;
 use crate::kernel::ipvs::{
     DestStats, IpvsOp, Protocol, RealServer, ServiceEntry, ServiceKey, VirtualServer,
 };
+use crate::net::IpFamily;
 use crate::netfilter::cleanup::{Leftovers, TABLES, leftovers};
 use crate::netfilter::ruleset::{Chain, SavedTable};
 use crate::sync::SyncError;

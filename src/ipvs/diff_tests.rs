@@ -6,12 +6,12 @@ use super::diff::{Ownership, diff};
 use super::live::LiveState;
 use super::ops::Op;
 use super::planner::IpvsPlan;
-use crate::cluster::Protocol;
 use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::ipvs::{
     DestKey, DestStats, ForwardMethod, Ipvs, IpvsOp, Persistence, RealServer, ServiceEntry,
     ServiceKey, VirtualServer,
 };
+use crate::net::Protocol;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

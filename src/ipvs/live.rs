@@ -7,12 +7,12 @@ use std::net::IpAddr;
 
 use super::planner::DUMMY_LINK;
 use super::sets::{DesiredSets, Set};
-use crate::cluster::IpFamily;
 use crate::kernel::KernelError;
 use crate::kernel::ipset::{Ipsets, LiveSet};
 use crate::kernel::iptables::Iptables;
 use crate::kernel::ipvs::{Ipvs, IpvsTable};
 use crate::kernel::link::{Links, LocalAddress};
+use crate::net::IpFamily;
 use crate::netfilter::ruleset::SavedTable;
 
 /// What was read from the kernel before a sync.

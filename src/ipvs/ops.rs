@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use super::planner::DUMMY_LINK;
 use super::sets::SetOp;
-use crate::cluster::IpFamily;
 use crate::kernel::ipvs::IpvsOp;
+use crate::net::IpFamily;
 use crate::netfilter::cleanup::Removal;
 use crate::netfilter::ruleset::{Chain, Jump, RestorePlan};
 

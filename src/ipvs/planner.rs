@@ -441,7 +441,7 @@ fn add_set_members(
             let (plain, local_set) = Set::node_port(key.protocol);
             // TCP and UDP node ports are port bitmaps; SCTP ones are
             // address:port pairs (upstream's choice, kept for runbooks).
-            let m = if key.protocol == crate::cluster::Protocol::Sctp {
+            let m = if key.protocol == crate::net::Protocol::Sctp {
                 entry
             } else {
                 key.port.to_string()

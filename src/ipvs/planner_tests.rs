@@ -351,7 +351,7 @@ endpoints: [{addresses: [10.244.1.7], conditions: {ready: true}, nodeName: node-
     assert_eq!(bound, ["10.96.0.77", "203.0.113.7"]);
     let ipvs_ips = p
         .sets
-        .get(crate::cluster::IpFamily::V4, super::sets::Set::IpvsIps)
+        .get(crate::net::IpFamily::V4, super::sets::Set::IpvsIps)
         .unwrap();
     assert!(!ipvs_ips.contains("192.168.58.2"), "{ipvs_ips:?}");
     assert!(ipvs_ips.contains("203.0.113.7"), "{ipvs_ips:?}");

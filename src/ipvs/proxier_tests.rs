@@ -4,7 +4,6 @@ use std::sync::{Arc, Mutex};
 
 use super::planner_tests::{fixture, state_from_yaml};
 use super::{DUMMY_LINK, IpvsProxier};
-use crate::cluster::Protocol;
 use crate::config::Config;
 use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::ipvs::{
@@ -12,6 +11,7 @@ use crate::kernel::ipvs::{
     VirtualServer,
 };
 use crate::kernel::link::twin::LinksTwin;
+use crate::net::Protocol;
 use crate::sync::{Proxier, SyncError};
 
 type Shared<T> = Arc<Mutex<T>>;

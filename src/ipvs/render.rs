@@ -46,9 +46,9 @@ pub fn service_line(e: &ServiceEntry) -> String {
 /// Sort order of `ipvsadm -Ln --sort`-like output: protocol, address, port.
 fn order(k: &ServiceKey) -> (u8, IpAddr, u16) {
     let p = match k.protocol {
-        crate::cluster::Protocol::Tcp => 0,
-        crate::cluster::Protocol::Udp => 1,
-        crate::cluster::Protocol::Sctp => 2,
+        crate::net::Protocol::Tcp => 0,
+        crate::net::Protocol::Udp => 1,
+        crate::net::Protocol::Sctp => 2,
     };
     (p, k.addr, k.port)
 }

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 
 use super::sets::{DesiredSets, Set};
-use crate::cluster::IpFamily;
 use crate::config::{Config, LocalDetector};
+use crate::net::IpFamily;
 use crate::netfilter::chains::{
     FORWARDING_RULES, KUBE_FORWARD, KUBE_IPVS_FILTER, KUBE_IPVS_OUT_FILTER, KUBE_LOAD_BALANCER,
     KUBE_MARK_MASQ, KUBE_NODE_PORT, KUBE_PROXY_FIREWALL, KUBE_SERVICES,

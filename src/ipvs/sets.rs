@@ -13,8 +13,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::cluster::{IpFamily, Protocol};
 use crate::kernel::ipset::LiveSet;
+use crate::net::{IpFamily, Protocol};
 
 /// One of IPVS mode's ipsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

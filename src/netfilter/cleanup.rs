@@ -10,9 +10,9 @@ use super::chains::{
     CANARY, IPTABLES_FILTER_TOP_CHAINS, IPTABLES_NAT_TOP_CHAINS, is_service_chain,
 };
 use super::ruleset::{Ruleset, SavedTable, normalize};
-use crate::cluster::IpFamily;
 use crate::kernel::KernelError;
 use crate::kernel::iptables::{Iptables, jump_target};
+use crate::net::IpFamily;
 
 /// How much of the iptables mode's state `leftovers` selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

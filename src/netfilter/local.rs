@@ -12,8 +12,8 @@
 
 use ipnet::IpNet;
 
-use crate::cluster::IpFamily;
 use crate::config::LocalDetector;
+use crate::net::IpFamily;
 
 /// The detector for one family, resolved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

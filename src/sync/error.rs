@@ -2,9 +2,9 @@
 //! reason, and has a kind for the `kproxy_sync_errors_total{kind}` metric,
 //! so that tests match variants and operators can count by cause.
 
-use crate::cluster::IpFamily;
 use crate::kernel::KernelError;
 use crate::kernel::ipvs::ServiceKey;
+use crate::net::IpFamily;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SyncError {
