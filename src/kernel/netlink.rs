@@ -46,7 +46,7 @@ const WANT_SNDBUF: usize = 4 << 20;
 /// ~36-byte message, but the kernel charges the whole socket buffer it sits in
 /// (~768 bytes on x86-64, more for errors carrying extended-ack text): count
 /// generously, the cost of a smaller window is one more send.
-pub const ACK_BUDGET: usize = 2048;
+const ACK_BUDGET: usize = 2048;
 /// Upper bound of one window's encoded size.
 const MAX_WINDOW_BYTES: usize = 1 << 20;
 /// The receive area; cut into slots, one datagram each.
@@ -146,7 +146,7 @@ pub type Sink<'a> = dyn FnMut(Option<&[u8]>) -> Result<(), DecodeError> + 'a;
 
 /// What one netlink message in a reply is.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Reply<'a> {
+enum Reply<'a> {
     /// NLMSG_ERROR with code 0.
     Ack,
     /// NLMSG_ERROR with a negative errno, and the extended-ack text if any.
@@ -184,7 +184,7 @@ fn align(len: usize) -> usize {
 
 /// Split a datagram into (sequence number, reply) pairs. A length that
 /// points outside the datagram ends the walk with an error.
-pub fn replies(mut d: &[u8]) -> impl Iterator<Item = Result<(u32, Reply<'_>), NetlinkError>> {
+fn replies(mut d: &[u8]) -> impl Iterator<Item = Result<(u32, Reply<'_>), NetlinkError>> {
     std::iter::from_fn(move || {
         if d.len() < HEADER_LEN {
             return None;
@@ -266,7 +266,7 @@ fn errno_name(e: i32) -> Option<&'static str> {
 }
 
 /// `EEXIST (File exists)`.
-pub fn describe_errno(e: i32) -> String {
+fn describe_errno(e: i32) -> String {
     let text = io::Error::from_raw_os_error(e).to_string();
     // std appends " (os error N)"; the name says it better.
     let text = text.split(" (os error").next().unwrap_or(&text).to_string();
