@@ -13,8 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use kproxy::kernel::KernelError;
-use kproxy::kernel::ipvs::codec::{IpvsCmd, IpvsMessage, get_dests_message};
+use kproxy::kernel::ipvs::mapping::{get_dests_message, service_from_attrs};
 use kproxy::kernel::ipvs::netlink::IpvsNetlink;
+use kproxy::kernel::ipvs::wire::{IpvsCmd, IpvsMessage, decode_message};
 use kproxy::kernel::ipvs::{
     DestKey, ForwardMethod, Ipvs, IpvsOp, IpvsTable, Persistence, Protocol, RealServer,
     ServiceEntry, ServiceKey, Timeouts, VirtualServer,
@@ -684,10 +685,8 @@ fn raw_kernel_replies_decode() {
     // Decoding the raw bytes gives what the client's dump gives.
     let dump = shape(ipvs.dump().unwrap());
     for raw in svcs.iter() {
-        let msg = kproxy::kernel::ipvs::codec::decode_message(raw).unwrap();
-        let s = kproxy::kernel::ipvs::codec::service_from_attrs(msg.service().unwrap())
-            .unwrap()
-            .unwrap();
+        let msg = decode_message(raw).unwrap();
+        let s = service_from_attrs(msg.service().unwrap()).unwrap().unwrap();
         assert_eq!(dump.services[&s.service.key].service, s.service);
     }
 
@@ -695,8 +694,8 @@ fn raw_kernel_replies_decode() {
         let svc4 = svcs
             .iter()
             .find(|m| {
-                let msg = kproxy::kernel::ipvs::codec::decode_message(m).unwrap();
-                kproxy::kernel::ipvs::codec::service_from_attrs(msg.service().unwrap())
+                let msg = decode_message(m).unwrap();
+                service_from_attrs(msg.service().unwrap())
                     .unwrap()
                     .unwrap()
                     .service

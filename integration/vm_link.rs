@@ -120,6 +120,22 @@ fn thousands_of_addresses_go_in_and_out_in_one_batch() {
     links.delete_link(DUMMY).unwrap();
 }
 
+/// A refusal carries the kernel's own words (its extended acknowledgement)
+/// besides the errno and the operation.
+#[test]
+#[ignore = "needs an IPVS kernel (run by make test in the VM)"]
+fn refusals_carry_the_kernels_extended_ack_text() {
+    let mut links = fresh();
+    // Longer than IFNAMSIZ: the attribute policy refuses the name.
+    let e = links.ensure_dummy("kproxy-name-too-long").unwrap_err();
+    assert_eq!(e.errno, Some(libc::ERANGE), "{e}");
+    assert!(e.to_string().contains("kproxy-name-too-long"), "{e}");
+    assert!(
+        e.reason.contains("Attribute failed policy validation"),
+        "{e}"
+    );
+}
+
 #[test]
 #[ignore = "needs an IPVS kernel (run by make test in the VM)"]
 fn ensure_dummy_refuses_a_link_of_another_kind() {

@@ -329,11 +329,6 @@ impl IptablesTwin {
             .and_then(|t| t.chains.get(chain))
     }
 
-    /// Remove a chain by hand (as an operator would), rules and all.
-    pub fn remove_chain(&mut self, family: IpFamily, table: &str, chain: &str) {
-        self.table_mut(family, table).chains.remove(chain);
-    }
-
     /// Replace a chain's rules by hand.
     pub fn set_chain(&mut self, family: IpFamily, table: &str, chain: &str, rules: Vec<String>) {
         self.table_mut(family, table)

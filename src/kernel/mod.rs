@@ -11,6 +11,7 @@ pub mod iptables;
 pub mod ipvs;
 pub mod link;
 pub mod modules;
+pub mod netlink;
 pub mod sysctl;
 
 use std::fmt;

@@ -1,10 +1,16 @@
 //! IPVS: the types shared by the planner, the diff and the adapters, the
 //! `Ipvs` trait, and its implementations (the generic-netlink client and an
 //! in-memory twin).
+//!
+//! - `wire`: the generic-netlink IPVS messages and attributes, bytes only;
+//! - `mapping`: between those and the types here;
+//! - `netlink`: the client, request builders over `crate::kernel::netlink`;
+//! - `twin`: the in-memory twin.
 
-pub mod codec;
+pub mod mapping;
 pub mod netlink;
 pub mod twin;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;
