@@ -13,7 +13,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use super::KernelError;
-use crate::cluster::IpFamily;
+use crate::net::IpFamily;
 
 /// Which iptables implementation the node's other components use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::KernelError;
-pub use crate::cluster::Protocol;
+pub use crate::net::Protocol;
 
 /// `IP_VS_SVC_F_PERSISTENT` from `linux/ip_vs.h`.
 pub const SVC_F_PERSISTENT: u32 = 0x0001;
