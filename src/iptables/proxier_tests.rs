@@ -9,12 +9,15 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::IptablesProxier;
 use super::planner::{self, endpoint_chain, service_chain};
-use super::*;
 use crate::cluster::*;
+use crate::config::Config;
+use crate::kernel::iptables::Iptables;
 use crate::kernel::iptables::IptablesTwin;
 use crate::netfilter::chains::is_service_chain;
 use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
+use crate::sync::{Proxier, SyncError};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
