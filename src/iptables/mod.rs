@@ -1,26 +1,40 @@
-//! iptables mode: planner and proxier (upstream's chain layout).
+//! iptables mode (upstream's chain layout), one pipeline stage per file:
 //!
-//! Each sync, per family: plan the desired chains, read the live nat, filter
-//! and mangle tables with `iptables-save`, decide what to write, and apply it
-//! in one `iptables-restore --noflush` transaction.
+//! - `planner`: cluster state → the chains upstream's iptables mode would
+//!   program, for one family (pure);
+//! - `live`: the reader, what a sync compares against (`iptables-save`
+//!   for full syncs and dry runs, the canary chains for partial ones);
+//! - `diff`: plan against that → the restore plan (pure);
+//! - `apply`: one `iptables-restore --noflush` transaction per family, and
+//!   what it leaves for the next sync;
+//! - `proxier`: one sync (or dry run, or cleanup) from end to end.
+//!
+//! Each sync, per family:
 //!
 //! - Full sync (first sync, periodic resync, after a failure, or when the
 //!   canary chain has vanished, meaning someone flushed the tables): every
 //!   chain kproxy owns is written.
-//! - Partial sync: the top-level chains, plus the chains of the Services that
-//!   changed, plus those of any Service whose chains in the kernel differ
-//!   from the plan (edited or deleted by hand: drift).
-//! - Either way, per-Service chains in the kernel that the plan no longer
-//!   has are flushed and deleted, and missing jumps from the built-in chains
-//!   are inserted (never by flushing a built-in chain).
+//! - Partial sync: the top-level chains, plus the chains of the Services
+//!   that changed; no dump of the ruleset.
+//! - Per-Service chains that the plan no longer has are flushed and
+//!   deleted, and missing jumps from the built-in chains are inserted
+//!   (never by flushing a built-in chain).
 //!
 //! Only chains named KUBE-* that this mode owns are ever written or deleted;
 //! an operator's own chains and rules are left alone.
 
+pub mod apply;
+pub mod diff;
+pub mod live;
 pub mod planner;
 pub mod proxier;
 
+pub use diff::{Changes, Drift, diff};
+pub use live::{Live, Snapshot, SyncMode};
 pub use proxier::{AddressSource, IptablesProxier};
+
+#[cfg(test)]
+mod diff_tests;
 
 #[cfg(test)]
 mod proxier_tests;

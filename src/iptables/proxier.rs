@@ -1,22 +1,20 @@
-//! The iptables-mode proxier: per family, plan the desired chains, read the
-//! live tables, decide what to write and apply it in one restore.
+//! The iptables-mode proxier: per family, plan, read, diff and apply; dry
+//! runs print the diff a sync would apply; cleanup removes what either mode
+//! left behind.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use super::apply::{Ledger, apply};
+use super::diff::{Changes, diff};
+use super::live::{self, SyncMode};
+use super::planner::{self, NodeContext, Plan};
 use crate::cluster::{ClusterState, ClusterView, IpFamily, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
 use crate::kernel::iptables::{Iptables, IptablesCmd};
-use crate::sync::{Proxier, SyncError, SyncOutcome};
-
-use super::planner::{self, NodeContext, Plan};
-use crate::netfilter::chains::{CANARY as KUBE_PROXY_CANARY, is_service_chain};
 use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
-use crate::netfilter::ruleset::{RestorePlan, SavedTable};
-
-/// Tables holding the canary chain, as upstream's monitor watches them.
-const CANARY_TABLES: &[&str] = &["mangle", "nat", "filter"];
+use crate::sync::{Proxier, SyncError, SyncOutcome};
 
 /// Supplies the node's local addresses (for `--nodeport-addresses`).
 pub type AddressSource = Box<dyn FnMut() -> Result<Vec<IpAddr>, KernelError> + Send>;
@@ -28,31 +26,7 @@ pub struct IptablesProxier<I: Iptables> {
     families: Vec<IpFamily>,
     addresses: Option<AddressSource>,
     conntrack_tcp_liberal: bool,
-    /// Families whose next sync must be full (a restore failed, or never synced).
-    needs_full: BTreeSet<IpFamily>,
-    last_restore: BTreeMap<IpFamily, String>,
-    /// Per-Service chains in the kernel after the last successful restore.
-    written: BTreeMap<IpFamily, BTreeSet<String>>,
-}
-
-/// How much a sync looks at and writes.
-#[derive(Clone, Copy)]
-enum Sync<'a> {
-    Full,
-    Partial(&'a BTreeSet<ServiceName>),
-    Diff,
-}
-
-/// The restore one family needs, and what it amounts to.
-struct Prepared {
-    text: String,
-    /// The per-Service chains in the kernel once this is applied.
-    chains: BTreeSet<String>,
-    full: bool,
-    written: usize,
-    deleted: usize,
-    jumps: usize,
-    drifted: usize,
+    ledger: Ledger,
 }
 
 impl<I: Iptables> IptablesProxier<I> {
@@ -61,12 +35,10 @@ impl<I: Iptables> IptablesProxier<I> {
         Self {
             ipt,
             config,
-            needs_full: families.iter().copied().collect(),
+            ledger: Ledger::new(&families),
             families,
             addresses: None,
             conntrack_tcp_liberal: false,
-            last_restore: BTreeMap::new(),
-            written: BTreeMap::new(),
         }
     }
 
@@ -85,7 +57,7 @@ impl<I: Iptables> IptablesProxier<I> {
 
     /// The last restore input written (or, after `dry_run`, computed) for `family`.
     pub fn last_restore(&self, family: IpFamily) -> Option<&str> {
-        self.last_restore.get(&family).map(String::as_str)
+        self.ledger.last_restore.get(&family).map(String::as_str)
     }
 
     pub fn iptables(&self) -> &I {
@@ -124,120 +96,19 @@ impl<I: Iptables> IptablesProxier<I> {
         (ctx, err)
     }
 
-    fn snapshot(&mut self, family: IpFamily) -> Result<[SavedTable; 3], KernelError> {
-        let text = self.ipt.save(family)?;
-        Ok(["nat", "filter", "mangle"].map(|t| SavedTable::parse(&text, t)))
-    }
-
-    /// Decide what to write for `family`.
-    ///
-    /// A full sync reads the kernel (one `iptables-save`): every owned chain is
-    /// written, chains that differed are counted as repaired drift, stale
-    /// per-Service chains are deleted and missing jumps inserted. A partial
-    /// sync does not dump the ruleset (with tens of thousands of rules that
-    /// costs seconds under nft): it checks the canary, writes the top-level
-    /// chains and the changed Services' chains, and deletes the chains it
-    /// wrote before that the plan no longer has. `Sync::Diff` (dry run)
-    /// reads the kernel and writes only what differs.
-    fn prepare(
-        &mut self,
-        plan: &Plan,
-        family: IpFamily,
-        mode: Sync<'_>,
-    ) -> Result<Prepared, KernelError> {
-        let rs = &plan.ruleset;
-        let mut mode = mode;
-        if let Sync::Partial(_) = mode {
-            if self.needs_full.contains(&family) {
-                mode = Sync::Full;
-            } else if let Some(table) = CANARY_TABLES
-                .iter()
-                .find(|t| !self.ipt.chain_exists(family, t, KUBE_PROXY_CANARY))
-            {
-                tracing::info!(%family, table, "canary chain {KUBE_PROXY_CANARY} is gone: the table was flushed; syncing in full");
-                mode = Sync::Full;
+    /// The diff against what was read, with the drift it found logged.
+    fn diff<'p>(&self, plan: &'p Plan, family: IpFamily, live: &live::Live<'_>) -> Changes<'p> {
+        let none = BTreeSet::new();
+        let written = self.ledger.written.get(&family).unwrap_or(&none);
+        let changes = diff(&plan.ruleset, live, written);
+        for d in &changes.drift {
+            // A full sync after a restart finds every chain missing: only
+            // edited chains are news then; a dry run shows both.
+            if d.edited || !changes.full {
+                tracing::info!(%family, chain = %d.chain, service = %d.service, "chain differs from the plan");
             }
         }
-        let planned: BTreeSet<&str> = rs.nat.chains.iter().map(|c| c.name.as_str()).collect();
-        let mut rp = RestorePlan {
-            filter: rs.filter.chains.iter().collect(),
-            ..Default::default()
-        };
-        let mut drifted = 0;
-        let full = matches!(mode, Sync::Full);
-        match mode {
-            Sync::Partial(changed) => {
-                rp.nat = rs
-                    .nat
-                    .chains
-                    .iter()
-                    .filter(|c| c.owner.as_ref().is_none_or(|o| changed.contains(o)))
-                    .collect();
-                rp.delete_nat = self
-                    .written
-                    .get(&family)
-                    .into_iter()
-                    .flatten()
-                    .filter(|c| !planned.contains(c.as_str()))
-                    .cloned()
-                    .collect();
-            }
-            Sync::Full | Sync::Diff => {
-                let [nat, filter, mangle] = self.snapshot(family)?;
-                let mut differs: BTreeSet<&ServiceName> = BTreeSet::new();
-                for c in &rs.nat.chains {
-                    if let Some(owner) = &c.owner
-                        && !nat.matches(&c.name, &c.rules)
-                    {
-                        if nat.has(&c.name) || !full {
-                            tracing::info!(%family, chain = %c.name, service = %owner, "chain differs from the plan");
-                        }
-                        // A chain that is simply missing after a restart is
-                        // not drift worth reporting; one that was edited is.
-                        if nat.has(&c.name) {
-                            drifted += 1;
-                        }
-                        differs.insert(owner);
-                    }
-                }
-                rp.nat = rs
-                    .nat
-                    .chains
-                    .iter()
-                    .filter(|c| full || c.owner.as_ref().is_none_or(|o| differs.contains(o)))
-                    .collect();
-                for j in &rs.jumps {
-                    let saved = if j.table == "nat" { &nat } else { &filter };
-                    if !saved.contains_rule(j.from, &j.rule) {
-                        rp.jumps.push(j);
-                    }
-                }
-                rp.delete_nat = nat
-                    .chains
-                    .keys()
-                    .filter(|c| is_service_chain(c) && !planned.contains(c.as_str()))
-                    .cloned()
-                    .collect();
-                for (table, saved) in [("mangle", &mangle), ("nat", &nat), ("filter", &filter)] {
-                    if !saved.has(KUBE_PROXY_CANARY) {
-                        rp.canary.push(table);
-                    }
-                }
-            }
-        }
-        Ok(Prepared {
-            text: rp.render(),
-            full,
-            written: rp.nat.len() + rp.filter.len(),
-            deleted: rp.delete_nat.len(),
-            jumps: rp.jumps.len(),
-            drifted,
-            chains: planned
-                .iter()
-                .filter(|c| is_service_chain(c))
-                .map(|c| c.to_string())
-                .collect(),
-        })
+        changes
     }
 
     fn plan_family(
@@ -268,45 +139,27 @@ impl<I: Iptables> IptablesProxier<I> {
             }
             outcome.no_local_endpoints += plan.no_local_endpoints;
             let mode = match changed {
-                Some(c) => Sync::Partial(c),
-                None => Sync::Full,
+                Some(c) => SyncMode::Partial(c),
+                None => SyncMode::Full,
             };
-            let prepared = match self.prepare(&plan, family, mode) {
-                Ok(p) => p,
+            let needs_full = self.ledger.needs_full.contains(&family);
+            let live = match live::read(&mut self.ipt, family, mode, needs_full) {
+                Ok(live) => live,
                 Err(source) => {
                     outcome.errors.push(SyncError::Snapshot { family, source });
-                    self.needs_full.insert(family);
+                    self.ledger.needs_full.insert(family);
                     continue;
                 }
             };
-            tracing::debug!(%family, full = prepared.full, bytes = prepared.text.len(), "iptables-restore input:\n{}", prepared.text);
-            let result = self.ipt.restore(family, &prepared.text);
-            self.last_restore.insert(family, prepared.text);
-            match result {
-                Ok(()) => {
-                    self.needs_full.remove(&family);
-                    self.written.insert(family, prepared.chains);
-                    *outcome.ops.entry("restore_rules").or_default() += 1;
-                    *outcome.ops.entry("write_chains").or_default() += prepared.written as u64;
-                    if prepared.deleted > 0 {
-                        *outcome.ops.entry("delete_chains").or_default() += prepared.deleted as u64;
-                    }
-                    if prepared.jumps > 0 {
-                        *outcome.ops.entry("insert_jumps").or_default() += prepared.jumps as u64;
-                    }
-                    if prepared.drifted > 0 {
-                        *outcome.ops.entry("repair_chains").or_default() += prepared.drifted as u64;
-                    }
-                }
-                Err(source) => {
-                    self.needs_full.insert(family);
-                    outcome.errors.push(SyncError::Rules {
-                        family,
-                        services: plan.services.len(),
-                        source,
-                    });
-                }
-            }
+            let changes = self.diff(&plan, family, &live);
+            apply(
+                &mut self.ipt,
+                family,
+                &changes,
+                plan.services.len(),
+                &mut self.ledger,
+                &mut outcome,
+            );
         }
         outcome
     }
@@ -319,10 +172,11 @@ impl<I: Iptables> IptablesProxier<I> {
             let (plan, _) = self.plan_family(state, family);
             // As a partial sync with nothing changed: what differs from the
             // live kernel (everything, when nothing is programmed yet).
-            let prepared = self.prepare(&plan, family, Sync::Diff)?;
+            let live = live::read(&mut self.ipt, family, SyncMode::Diff, false)?;
+            let text = self.diff(&plan, family, &live).restore.render();
             lines.push(format!("# {family}: iptables-restore --noflush input"));
-            lines.extend(prepared.text.lines().map(str::to_string));
-            self.last_restore.insert(family, prepared.text);
+            lines.extend(text.lines().map(str::to_string));
+            self.ledger.last_restore.insert(family, text);
         }
         Ok(lines)
     }
