@@ -1,7 +1,8 @@
 //! iptables mode (upstream's chain layout), one pipeline stage per file:
 //!
 //! - `planner`: cluster state → the chains upstream's iptables mode would
-//!   program, for one family (pure);
+//!   program, for one family (pure), with `service_port` building each
+//!   Service port's rules;
 //! - `live`: the reader, what a sync compares against (`iptables-save`
 //!   for full syncs and dry runs, the canary chains for partial ones);
 //! - `diff`: plan against that → the restore plan (pure);
@@ -28,6 +29,7 @@ pub mod diff;
 pub mod live;
 pub mod planner;
 pub mod proxier;
+mod service_port;
 
 pub use diff::{Changes, Drift, diff};
 pub use live::{Live, Snapshot, SyncMode};
