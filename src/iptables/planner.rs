@@ -75,7 +75,6 @@ pub struct Plan {
     pub no_local_endpoints: u64,
     /// Services with at least one port programmed in this family.
     pub services: BTreeSet<ServiceName>,
-    pub endpoints: usize,
 }
 
 /// Upstream's chain-name hash: base32(sha256(input)), first 16 characters.
@@ -163,6 +162,7 @@ pub fn plan(
         endpoints: Vec<PortEndpoint>,
     }
     let mut ports = Vec::new();
+    let mut endpoint_count = 0;
     for svc in state.services() {
         if !svc.is_proxied() {
             continue;
@@ -179,7 +179,7 @@ pub fn plan(
         for port in &svc.ports {
             let endpoints =
                 topology::port_endpoints(svc, port, family, &slices, &view, &mut out.problems);
-            out.endpoints += endpoints.len();
+            endpoint_count += endpoints.len();
             ports.push(Port {
                 svc,
                 port,
@@ -195,7 +195,7 @@ pub fn plan(
         masquerade_all: config.masquerade_all,
         local: LocalMatch::resolve(&config.local_detector(), &node.pod_cidrs, family),
         node_ip: node.node_ip(family),
-        large: out.endpoints > LARGE_CLUSTER_ENDPOINTS,
+        large: endpoint_count > LARGE_CLUSTER_ENDPOINTS,
         nat_services: Vec::new(),
         nat_nodeports: Vec::new(),
         filter_services: Vec::new(),
