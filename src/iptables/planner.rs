@@ -20,16 +20,16 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+use super::service_port::PortPlan;
 use crate::cluster::topology::{self, NodeView, PortEndpoint};
 use crate::cluster::{
-    ClusterView, IpFamily, IpMode, Problem, Service, ServiceName, ServicePort, ServicePortName,
-    TrafficPolicy,
+    ClusterView, IpFamily, Problem, Service, ServiceName, ServicePort, ServicePortName,
 };
 use crate::config::{Config, NodePortAddresses};
 use crate::netfilter::chains::{
-    FORWARDING_RULES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
-    KUBE_PROXY_FIREWALL, KUBE_SERVICES, SERVICE_PORTALS, forward, jump, mark_masq, nat_jumps,
-    postrouting, quoted, top_chain,
+    FORWARDING_RULES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL,
+    KUBE_SERVICES, SERVICE_PORTALS, forward, jump, mark_masq, nat_jumps, postrouting, quoted,
+    top_chain,
 };
 use crate::netfilter::local::LocalMatch;
 use crate::netfilter::ruleset::{Chain, Jump, Ruleset, Table};
@@ -75,7 +75,6 @@ pub struct Plan {
     pub no_local_endpoints: u64,
     /// Services with at least one port programmed in this family.
     pub services: BTreeSet<ServiceName>,
-    pub endpoints: usize,
 }
 
 /// Upstream's chain-name hash: base32(sha256(input)), first 16 characters.
@@ -101,25 +100,6 @@ pub fn endpoint_chain(spn: &ServicePortName, endpoint: &str) -> String {
     )
 }
 
-fn endpoint_string(ep: &PortEndpoint) -> String {
-    std::net::SocketAddr::new(ep.addr, ep.port).to_string()
-}
-
-/// `1/n` with upstream's formatting (`%0.10f`).
-fn probability(n: usize) -> String {
-    format!("{:.10}", 1.0 / n as f64)
-}
-
-/// A comment argument as upstream writes it: quoted only when it must be
-/// (the per-endpoint comments are bare `ns/name:port`).
-fn comment(s: &str) -> String {
-    if s.contains(char::is_whitespace) {
-        quoted(s)
-    } else {
-        s.to_string()
-    }
-}
-
 /// The iptables mode's jump rules, in upstream's order.
 pub fn jumps() -> Vec<Jump> {
     let ext = "kubernetes externally-visible service portals";
@@ -141,22 +121,24 @@ pub fn jumps() -> Vec<Jump> {
     jumps
 }
 
-struct Builder {
+/// The rules of one family as they accumulate, Service port by Service
+/// port (see `service_port`), and what every port's rules depend on.
+pub(super) struct Builder {
     family: IpFamily,
     mark: u32,
-    masquerade_all: bool,
-    /// `--cluster-cidr` of this family: tells pod traffic from the rest.
+    pub(super) masquerade_all: bool,
     /// Pod traffic, as `--detect-local-mode` recognises it.
-    local: LocalMatch,
-    node_ip: Option<IpAddr>,
-    large: bool,
-    nat_services: Vec<String>,
-    nat_nodeports: Vec<String>,
-    filter_services: Vec<String>,
-    filter_external: Vec<String>,
-    filter_nodeports: Vec<String>,
-    filter_firewall: Vec<String>,
-    service_chains: Vec<Chain>,
+    pub(super) local: LocalMatch,
+    pub(super) node_ip: Option<IpAddr>,
+    /// Leave out per-endpoint comments (`LARGE_CLUSTER_ENDPOINTS`).
+    pub(super) large: bool,
+    pub(super) nat_services: Vec<String>,
+    pub(super) nat_nodeports: Vec<String>,
+    pub(super) filter_services: Vec<String>,
+    pub(super) filter_external: Vec<String>,
+    pub(super) filter_nodeports: Vec<String>,
+    pub(super) filter_firewall: Vec<String>,
+    pub(super) service_chains: Vec<Chain>,
 }
 
 /// Plan the chains for `family`.
@@ -180,6 +162,7 @@ pub fn plan(
         endpoints: Vec<PortEndpoint>,
     }
     let mut ports = Vec::new();
+    let mut endpoint_count = 0;
     for svc in state.services() {
         if !svc.is_proxied() {
             continue;
@@ -196,7 +179,7 @@ pub fn plan(
         for port in &svc.ports {
             let endpoints =
                 topology::port_endpoints(svc, port, family, &slices, &view, &mut out.problems);
-            out.endpoints += endpoints.len();
+            endpoint_count += endpoints.len();
             ports.push(Port {
                 svc,
                 port,
@@ -212,7 +195,7 @@ pub fn plan(
         masquerade_all: config.masquerade_all,
         local: LocalMatch::resolve(&config.local_detector(), &node.pod_cidrs, family),
         node_ip: node.node_ip(family),
-        large: out.endpoints > LARGE_CLUSTER_ENDPOINTS,
+        large: endpoint_count > LARGE_CLUSTER_ENDPOINTS,
         nat_services: Vec::new(),
         nat_nodeports: Vec::new(),
         filter_services: Vec::new(),
@@ -225,13 +208,9 @@ pub fn plan(
     for p in &ports {
         out.services.insert(p.svc.name.clone());
         let cat = topology::categorize(p.svc, &p.endpoints, &view);
-        b.service_port(
-            p.svc,
-            p.port,
-            p.cluster_ip,
-            &cat,
-            &mut out.no_local_endpoints,
-        );
+        let port = PortPlan::new(p.svc, p.port, p.cluster_ip, &cat, family);
+        out.no_local_endpoints += port.no_local_endpoints();
+        b.service_port(&port);
     }
 
     b.nodeports_tail(node);
@@ -240,375 +219,6 @@ pub fn plan(
 }
 
 impl Builder {
-    fn service_port(
-        &mut self,
-        svc: &Service,
-        port: &ServicePort,
-        cluster_ip: IpAddr,
-        cat: &topology::Categorized,
-        no_local: &mut u64,
-    ) {
-        let family = self.family;
-        let spn = ServicePortName {
-            service: svc.name.clone(),
-            port: port.name.clone(),
-            protocol: port.protocol,
-        };
-        let name = spn.to_string();
-        let proto = port.protocol.lower();
-        let owner = Some(svc.name.clone());
-
-        let external_ips: Vec<IpAddr> = svc
-            .external_ips
-            .iter()
-            .copied()
-            .filter(|ip| IpFamily::of(ip) == family)
-            .collect();
-        // Load balancers in Proxy mode deliver to the node: their IPs are
-        // not programmed (upstream's LoadBalancerIPMode).
-        let lb_vips: Vec<IpAddr> = svc
-            .load_balancer_ingress
-            .iter()
-            .filter(|i| i.ip_mode == IpMode::Vip && IpFamily::of(&i.ip) == family)
-            .map(|i| i.ip)
-            .collect();
-        let source_ranges: Vec<IpNet> = svc
-            .load_balancer_source_ranges
-            .iter()
-            .copied()
-            .filter(|c| IpFamily::of(&c.addr()) == family)
-            .collect();
-        let node_port = port.node_port.filter(|_| {
-            matches!(
-                svc.service_type,
-                crate::cluster::ServiceType::NodePort | crate::cluster::ServiceType::LoadBalancer
-            )
-        });
-        let externally_accessible =
-            node_port.is_some() || !external_ips.is_empty() || !lb_vips.is_empty();
-        let external_local =
-            externally_accessible && svc.external_traffic_policy == TrafficPolicy::Local;
-        let internal_local = svc.internal_traffic_policy == TrafficPolicy::Local;
-
-        let svc_chain = service_chain("KUBE-SVC-", &spn);
-        let svl_chain = service_chain("KUBE-SVL-", &spn);
-        let ext_chain = service_chain("KUBE-EXT-", &spn);
-        let fw_chain = service_chain("KUBE-FW-", &spn);
-
-        let has_endpoints = cat.has_any;
-        let cluster_eps = &cat.cluster;
-        let local_eps = &cat.local;
-        let uses_cluster_chain = !cluster_eps.is_empty();
-        let uses_local_chain = !local_eps.is_empty();
-
-        let (internal_chain, has_internal) = if internal_local {
-            (&svl_chain, has_endpoints && !local_eps.is_empty())
-        } else {
-            (&svc_chain, has_endpoints)
-        };
-        let (external_policy_chain, has_external) = if external_local {
-            (&svl_chain, has_endpoints && !local_eps.is_empty())
-        } else {
-            (&svc_chain, has_endpoints)
-        };
-        let uses_ext_chain = has_endpoints && externally_accessible;
-        let uses_fw_chain = has_endpoints && !lb_vips.is_empty() && !source_ranges.is_empty();
-        let lb_chain = if uses_fw_chain { &fw_chain } else { &ext_chain };
-
-        let (mut int_filter, mut ext_filter) = (None, None);
-        if !has_endpoints {
-            let c = quoted(&format!("{name} has no endpoints"));
-            int_filter = Some(("REJECT", c.clone()));
-            ext_filter = Some(("REJECT", c));
-        } else {
-            let c = quoted(&format!("{name} has no local endpoints"));
-            if !has_internal {
-                int_filter = Some(("DROP", c.clone()));
-                *no_local += 1;
-            }
-            if !has_external {
-                ext_filter = Some(("DROP", c));
-                *no_local += 1;
-            }
-        }
-
-        let dst = |ip: &IpAddr, p: u16| format!("-m {proto} -p {proto} -d {ip} --dport {p}");
-
-        // Cluster IP.
-        let cluster_match = format!(
-            "-m comment --comment {} {}",
-            quoted(&format!("{name} cluster IP")),
-            dst(&cluster_ip, port.port)
-        );
-        if has_internal {
-            self.nat_services
-                .push(format!("{cluster_match} -j {internal_chain}"));
-        } else if let Some((target, c)) = &int_filter {
-            self.filter_services.push(format!(
-                "-m comment --comment {c} {} -j {target}",
-                dst(&cluster_ip, port.port)
-            ));
-        }
-
-        // External IPs.
-        for ip in &external_ips {
-            if has_endpoints {
-                self.nat_services.push(format!(
-                    "-m comment --comment {} {} -j {ext_chain}",
-                    quoted(&format!("{name} external IP")),
-                    dst(ip, port.port)
-                ));
-            }
-            if let Some((target, c)) = &ext_filter {
-                self.filter_external.push(format!(
-                    "-m comment --comment {c} {} -j {target}",
-                    dst(ip, port.port)
-                ));
-            }
-        }
-
-        // Load-balancer IPs.
-        for ip in &lb_vips {
-            if has_endpoints {
-                self.nat_services.push(format!(
-                    "-m comment --comment {} {} -j {lb_chain}",
-                    quoted(&format!("{name} loadbalancer IP")),
-                    dst(ip, port.port)
-                ));
-            }
-            if uses_fw_chain {
-                self.filter_firewall.push(format!(
-                    "-m comment --comment {} {} -j DROP",
-                    quoted(&format!("{name} traffic not accepted by {fw_chain}")),
-                    dst(ip, port.port)
-                ));
-            }
-        }
-        if let Some((target, c)) = &ext_filter {
-            for ip in &lb_vips {
-                self.filter_external.push(format!(
-                    "-m comment --comment {c} {} -j {target}",
-                    dst(ip, port.port)
-                ));
-            }
-        }
-
-        // NodePort.
-        if let Some(np) = node_port {
-            if has_endpoints {
-                self.nat_nodeports.push(format!(
-                    "-m comment --comment {} -m {proto} -p {proto} --dport {np} -j {ext_chain}",
-                    comment(&name)
-                ));
-            }
-            if let Some((target, c)) = &ext_filter {
-                self.filter_external.push(format!(
-                    "-m comment --comment {c} -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {np} -j {target}"
-                ));
-            }
-        }
-
-        // Health-check node port: accepted whether or not endpoints are local.
-        if let Some(hc) = svc.health_check_node_port {
-            self.filter_nodeports.push(format!(
-                "-m comment --comment {} -m tcp -p tcp --dport {hc} -j ACCEPT",
-                quoted(&format!("{name} health check node port"))
-            ));
-        }
-
-        // Masquerade rule at the head of the internal policy chain.
-        let mut internal_head = Vec::new();
-        if has_internal {
-            if self.masquerade_all {
-                internal_head.push(format!("{cluster_match} -j {KUBE_MARK_MASQ}"));
-            } else if let Some(not_local) = self.local.if_not_local() {
-                // Off-cluster traffic to a cluster IP (a static route to any
-                // node) may leave the node again: masquerade it.
-                internal_head.push(format!("{cluster_match} {not_local} -j {KUBE_MARK_MASQ}"));
-            }
-        }
-
-        if uses_ext_chain {
-            let mut rules = Vec::new();
-            if !external_local {
-                rules.push(format!(
-                    "-m comment --comment {} -j {KUBE_MARK_MASQ}",
-                    quoted(&format!(
-                        "masquerade traffic for {name} external destinations"
-                    ))
-                ));
-            } else {
-                if let Some(local) = self.local.if_local() {
-                    // Pods reaching an external destination are treated as
-                    // if they went out to the load balancer and came back:
-                    // no traffic policy applies.
-                    rules.push(format!(
-                        "-m comment --comment {} {local} -j {svc_chain}",
-                        quoted(&format!("pod traffic for {name} external destinations"))
-                    ));
-                }
-                // The node itself picks the VIP (a local address) as source:
-                // masquerade, and let it use every endpoint.
-                rules.push(format!(
-                    "-m comment --comment {} -m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}",
-                    quoted(&format!(
-                        "masquerade LOCAL traffic for {name} external destinations"
-                    ))
-                ));
-                rules.push(format!(
-                    "-m comment --comment {} -m addrtype --src-type LOCAL -j {svc_chain}",
-                    quoted(&format!(
-                        "route LOCAL traffic for {name} external destinations"
-                    ))
-                ));
-            }
-            if has_external {
-                rules.push(format!("-j {external_policy_chain}"));
-            }
-            self.service_chains.push(Chain {
-                name: ext_chain.clone(),
-                rules,
-                owner: owner.clone(),
-            });
-        }
-
-        if uses_fw_chain {
-            let head = format!(
-                "-m comment --comment {}",
-                quoted(&format!("{name} loadbalancer IP"))
-            );
-            let mut rules = Vec::new();
-            let mut allow_from_node = false;
-            for cidr in &source_ranges {
-                rules.push(format!("{head} -s {cidr} -j {ext_chain}"));
-                if self.node_ip.is_some_and(|ip| cidr.contains(&ip)) {
-                    allow_from_node = true;
-                }
-            }
-            // A VIP bound locally makes the node's own requests arrive with
-            // the VIP as source; let them through when the node is allowed.
-            if allow_from_node {
-                for ip in &lb_vips {
-                    rules.push(format!("{head} -s {ip} -j {ext_chain}"));
-                }
-            }
-            rules.push(format!(
-                "-m comment --comment {}",
-                quoted(&format!(
-                    "other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"
-                ))
-            ));
-            self.service_chains.push(Chain {
-                name: fw_chain.clone(),
-                rules,
-                owner: owner.clone(),
-            });
-        }
-
-        if uses_cluster_chain {
-            let mut rules = if internal_chain == &svc_chain {
-                internal_head.clone()
-            } else {
-                Vec::new()
-            };
-            self.endpoint_rules(&mut rules, &spn, svc, cluster_eps);
-            self.service_chains.push(Chain {
-                name: svc_chain.clone(),
-                rules,
-                owner: owner.clone(),
-            });
-        }
-        if uses_local_chain {
-            let mut rules = if internal_chain == &svl_chain {
-                internal_head
-            } else {
-                Vec::new()
-            };
-            self.endpoint_rules(&mut rules, &spn, svc, local_eps);
-            self.service_chains.push(Chain {
-                name: svl_chain.clone(),
-                rules,
-                owner: owner.clone(),
-            });
-        }
-
-        // One endpoint chain per endpoint reachable by either policy.
-        let mut reachable: Vec<&PortEndpoint> =
-            cluster_eps.iter().chain(local_eps.iter()).collect();
-        reachable.sort();
-        reachable.dedup();
-        for ep in reachable {
-            let eps = endpoint_string(ep);
-            let chain = endpoint_chain(&spn, &eps);
-            let head = if self.large {
-                String::new()
-            } else {
-                format!("-m comment --comment {} ", comment(&name))
-            };
-            let mut rules = vec![format!("{head}-s {} -j {KUBE_MARK_MASQ}", ep.addr)];
-            let affinity = if svc.affinity_timeout.is_some() {
-                format!("-m recent --name {chain} --set ")
-            } else {
-                String::new()
-            };
-            rules.push(format!(
-                "{head}{affinity}-m {proto} -p {proto} -j DNAT --to-destination {eps}"
-            ));
-            self.service_chains.push(Chain {
-                name: chain,
-                rules,
-                owner: owner.clone(),
-            });
-        }
-    }
-
-    /// Affinity checks first (an existing client sticks to its endpoint),
-    /// then the random spread: rule i of n matches with probability
-    /// 1/(n-i), so each endpoint gets 1/n overall; the last is unconditional.
-    fn endpoint_rules(
-        &self,
-        rules: &mut Vec<String>,
-        spn: &ServicePortName,
-        svc: &Service,
-        endpoints: &[PortEndpoint],
-    ) {
-        let name = spn.to_string();
-        let head = |eps: &str| {
-            if self.large {
-                String::new()
-            } else {
-                format!(
-                    "-m comment --comment {} ",
-                    quoted(&format!("{name} -> {eps}"))
-                )
-            }
-        };
-        if let Some(timeout) = svc.affinity_timeout {
-            for ep in endpoints {
-                let eps = endpoint_string(ep);
-                let chain = endpoint_chain(spn, &eps);
-                rules.push(format!(
-                    "{}-m recent --name {chain} --rcheck --seconds {timeout} --reap -j {chain}",
-                    head(&eps)
-                ));
-            }
-        }
-        let n = endpoints.len();
-        for (i, ep) in endpoints.iter().enumerate() {
-            let eps = endpoint_string(ep);
-            let chain = endpoint_chain(spn, &eps);
-            let stat = if i + 1 < n {
-                format!(
-                    "-m statistic --mode random --probability {} ",
-                    probability(n - i)
-                )
-            } else {
-                String::new()
-            };
-            rules.push(format!("{}{stat}-j {chain}", head(&eps)));
-        }
-    }
-
     /// The jump to KUBE-NODEPORTS must be the last rule of KUBE-SERVICES.
     fn nodeports_tail(&mut self, node: &NodeContext) {
         let c =

@@ -2,19 +2,22 @@
 //!
 //! Goldens are the exact restore input of a first sync (empty kernel) and
 //! live in `src/iptables/testdata/`. After an intended change, regenerate
-//! with `KPROXY_UPDATE_GOLDENS=1 cargo test iptables::` and review the diff.
+//! with `KPROXY_BLESS=1 cargo test iptables::` and review the diff.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::IptablesProxier;
 use super::planner::{self, endpoint_chain, service_chain};
-use super::*;
 use crate::cluster::*;
+use crate::config::Config;
+use crate::kernel::iptables::Iptables;
 use crate::kernel::iptables::IptablesTwin;
 use crate::netfilter::chains::is_service_chain;
 use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
+use crate::sync::{Proxier, SyncError};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -125,17 +128,10 @@ fn first_restore(c: &StaticCluster, family: IpFamily) -> String {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = format!(
-        "{}/src/iptables/testdata/{name}.golden",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    if std::env::var_os("KPROXY_UPDATE_GOLDENS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
+    if let Err(e) = crate::testing::golden(&format!("src/iptables/testdata/{name}.golden"), actual)
+    {
+        panic!("{e}");
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e} (set KPROXY_UPDATE_GOLDENS=1 to create it)"));
-    pretty_assertions::assert_eq!(want, actual, "golden {name}");
 }
 
 const TEN_EP: [(&str, &str); 3] = [

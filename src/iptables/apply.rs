@@ -1,0 +1,68 @@
+//! The applier: one `iptables-restore --noflush` per family, what the
+//! proxier must remember of it for the next sync, and the counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::diff::Changes;
+use crate::cluster::IpFamily;
+use crate::kernel::iptables::Iptables;
+use crate::sync::{SyncError, SyncOutcome};
+
+/// What one sync leaves for the next, per family.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    /// Families whose next sync must be full (never synced, or a read or
+    /// restore failed, so the kernel may not hold what was written last).
+    pub needs_full: BTreeSet<IpFamily>,
+    /// The last restore input written (or, by a dry run, computed).
+    pub last_restore: BTreeMap<IpFamily, String>,
+    /// Per-Service chains in the kernel after the last successful restore.
+    pub written: BTreeMap<IpFamily, BTreeSet<String>>,
+}
+
+impl Ledger {
+    pub fn new(families: &[IpFamily]) -> Self {
+        Self {
+            needs_full: families.iter().copied().collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Write `changes` for `family` in one restore and count them into
+/// `outcome`. `services` is how many Services the plan programs (for the
+/// error, which says what did not go in).
+pub fn apply<I: Iptables + ?Sized>(
+    ipt: &mut I,
+    family: IpFamily,
+    changes: &Changes<'_>,
+    services: usize,
+    ledger: &mut Ledger,
+    outcome: &mut SyncOutcome,
+) {
+    let text = changes.restore.render();
+    tracing::debug!(%family, full = changes.full, bytes = text.len(), "iptables-restore input:\n{text}");
+    let result = ipt.restore(family, &text);
+    ledger.last_restore.insert(family, text);
+    if let Err(source) = result {
+        ledger.needs_full.insert(family);
+        outcome.errors.push(SyncError::Rules {
+            family,
+            services,
+            source,
+        });
+        return;
+    }
+    ledger.needs_full.remove(&family);
+    ledger.written.insert(family, changes.chains.clone());
+    let mut count = |op: &'static str, n: usize, always: bool| {
+        if always || n > 0 {
+            *outcome.ops.entry(op).or_default() += n as u64;
+        }
+    };
+    count("restore_rules", 1, true);
+    count("write_chains", changes.written(), true);
+    count("delete_chains", changes.restore.delete_nat.len(), false);
+    count("insert_jumps", changes.restore.jumps.len(), false);
+    count("repair_chains", changes.repaired(), false);
+}
