@@ -15,9 +15,10 @@
 
 use std::collections::BTreeSet;
 
-use super::live::{CANARY_TABLES, Live, Snapshot};
+use super::live::{CANARY_TABLES, Live};
 use crate::cluster::ServiceName;
 use crate::netfilter::chains::{CANARY, is_service_chain};
+use crate::netfilter::ruleset::SavedTables;
 use crate::netfilter::ruleset::{RestorePlan, Ruleset, SavedTable};
 
 /// A per-Service chain whose kernel copy is not the plan's.
@@ -127,7 +128,7 @@ fn drift(plan: &Ruleset, nat: &SavedTable) -> Vec<Drift> {
 /// missing canaries.
 fn compare_dump<'a>(
     plan: &'a Ruleset,
-    snapshot: &Snapshot,
+    snapshot: &SavedTables,
     planned: &BTreeSet<&str>,
     restore: &mut RestorePlan<'a>,
 ) {
@@ -149,7 +150,7 @@ fn compare_dump<'a>(
         .cloned()
         .collect();
     for table in CANARY_TABLES {
-        if !snapshot.table(table).has(CANARY) {
+        if !snapshot.get(table).has(CANARY) {
             restore.canary.push(table);
         }
     }

@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 
 use super::diff::{Drift, diff};
-use super::live::{self, Live, Snapshot, SyncMode};
+use super::live::{self, Live, SyncMode};
 use crate::cluster::{IpFamily, ServiceName};
 use crate::kernel::iptables::IptablesTwin;
 use crate::netfilter::chains::{CANARY, jump, top_chain};
+use crate::netfilter::ruleset::SavedTables;
 use crate::netfilter::ruleset::{Chain, Ruleset, Table};
 
 fn web() -> ServiceName {
@@ -108,7 +109,7 @@ fn service_chains() -> BTreeSet<String> {
 #[test]
 fn full_sync_on_an_empty_kernel_writes_everything() {
     let rs = plan();
-    let c = diff(&rs, &Live::Full(Snapshot::default()), &BTreeSet::new());
+    let c = diff(&rs, &Live::Full(SavedTables::default()), &BTreeSet::new());
     assert!(c.full);
     assert_eq!(names(&c.restore.filter), ["KUBE-SERVICES"]);
     assert_eq!(
@@ -137,7 +138,7 @@ fn full_sync_in_step_with_the_kernel_still_writes_every_chain() {
     let rs = plan();
     let c = diff(
         &rs,
-        &Live::Full(Snapshot::parse(&in_sync())),
+        &Live::Full(SavedTables::parse(&in_sync())),
         &BTreeSet::new(),
     );
     assert!(c.full);
@@ -192,7 +193,7 @@ fn edited_chains_are_drift_and_a_dry_run_writes_only_their_service() {
             "-A KUBE-SEP-WEB1 -p tcp -j DNAT --to-destination 10.244.1.1:8080\n",
             "",
         );
-    let snapshot = Snapshot::parse(&save);
+    let snapshot = SavedTables::parse(&save);
 
     let dry = diff(&rs, &Live::Diff(snapshot.clone()), &BTreeSet::new());
     assert!(!dry.full);
@@ -225,7 +226,7 @@ fn a_dry_run_in_step_with_the_kernel_writes_only_top_level_chains() {
     let rs = plan();
     let c = diff(
         &rs,
-        &Live::Diff(Snapshot::parse(&in_sync())),
+        &Live::Diff(SavedTables::parse(&in_sync())),
         &BTreeSet::new(),
     );
     assert_eq!(names(&c.restore.nat), ["KUBE-SERVICES"]);
@@ -242,8 +243,8 @@ fn stale_service_chains_in_the_dump_are_deleted_and_nothing_else() {
     // Chains written last time do not matter once there is a dump.
     let written: BTreeSet<String> = ["KUBE-SVC-GONE".to_string()].into();
     for live in [
-        Live::Full(Snapshot::parse(&save)),
-        Live::Diff(Snapshot::parse(&save)),
+        Live::Full(SavedTables::parse(&save)),
+        Live::Diff(SavedTables::parse(&save)),
     ] {
         let c = diff(&rs, &live, &written);
         assert_eq!(
@@ -263,7 +264,11 @@ fn missing_jumps_are_inserted_present_ones_left() {
         let end = at + save[at..].find('\n').unwrap() + 1;
         format!("{}{}", &save[..at], &save[end..])
     };
-    let c = diff(&rs, &Live::Full(Snapshot::parse(&save)), &BTreeSet::new());
+    let c = diff(
+        &rs,
+        &Live::Full(SavedTables::parse(&save)),
+        &BTreeSet::new(),
+    );
     assert_eq!(c.restore.jumps.len(), 1);
     assert_eq!(c.restore.jumps[0].table, "filter");
     assert_eq!(c.restore.jumps[0].from, "OUTPUT");
@@ -273,7 +278,11 @@ fn missing_jumps_are_inserted_present_ones_left() {
 fn a_missing_canary_is_created_in_its_table_only() {
     let rs = plan();
     let save = in_sync().replacen(&format!("*nat\n:{CANARY} - [0:0]\n"), "*nat\n", 1);
-    let c = diff(&rs, &Live::Full(Snapshot::parse(&save)), &BTreeSet::new());
+    let c = diff(
+        &rs,
+        &Live::Full(SavedTables::parse(&save)),
+        &BTreeSet::new(),
+    );
     assert_eq!(c.restore.canary, ["nat"]);
 }
 

@@ -12,7 +12,7 @@ use crate::cluster::{IpFamily, ServiceName};
 use crate::kernel::KernelError;
 use crate::kernel::iptables::Iptables;
 use crate::netfilter::chains::CANARY;
-use crate::netfilter::ruleset::SavedTable;
+use crate::netfilter::ruleset::SavedTables;
 
 /// Tables holding the canary chain, as upstream's monitor watches them.
 pub const CANARY_TABLES: [&str; 3] = ["mangle", "nat", "filter"];
@@ -28,41 +28,15 @@ pub enum SyncMode<'a> {
     Diff,
 }
 
-/// One family's nat, filter and mangle tables as `iptables-save` printed them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub nat: SavedTable,
-    pub filter: SavedTable,
-    pub mangle: SavedTable,
-}
-
-impl Snapshot {
-    pub fn parse(save: &str) -> Self {
-        Self {
-            nat: SavedTable::parse(save, "nat"),
-            filter: SavedTable::parse(save, "filter"),
-            mangle: SavedTable::parse(save, "mangle"),
-        }
-    }
-
-    pub fn table(&self, name: &str) -> &SavedTable {
-        match name {
-            "nat" => &self.nat,
-            "mangle" => &self.mangle,
-            _ => &self.filter,
-        }
-    }
-}
-
 /// What the reader found, which is also how the sync proceeds.
 #[derive(Clone, Debug)]
 pub enum Live<'a> {
     /// A partial sync with every canary in place: nothing was dumped.
     Trusted(&'a BTreeSet<ServiceName>),
     /// A full sync against the dump.
-    Full(Snapshot),
+    Full(SavedTables),
     /// A dry run against the dump.
-    Diff(Snapshot),
+    Diff(SavedTables),
 }
 
 /// Read what `mode` needs for `family`. A partial sync turns full when the
@@ -92,6 +66,6 @@ pub fn read<'a, I: Iptables + ?Sized>(
     }
 }
 
-fn dump<I: Iptables + ?Sized>(ipt: &mut I, family: IpFamily) -> Result<Snapshot, KernelError> {
-    Ok(Snapshot::parse(&ipt.save(family)?))
+fn dump<I: Iptables + ?Sized>(ipt: &mut I, family: IpFamily) -> Result<SavedTables, KernelError> {
+    Ok(SavedTables::parse(&ipt.save(family)?))
 }

@@ -32,7 +32,7 @@ pub mod proxier;
 mod service_port;
 
 pub use diff::{Changes, Drift, diff};
-pub use live::{Live, Snapshot, SyncMode};
+pub use live::{Live, SyncMode};
 pub use proxier::{AddressSource, IptablesProxier};
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::kernel::iptables::Iptables;
 use crate::kernel::ipvs::{Ipvs, IpvsTable};
 use crate::kernel::link::{Links, LocalAddress};
 use crate::net::IpFamily;
-use crate::netfilter::ruleset::SavedTable;
+use crate::netfilter::ruleset::SavedTables;
 
 /// What was read from the kernel before a sync.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,31 +39,6 @@ pub struct LiveCompanions {
     pub sets: BTreeMap<String, LiveSet>,
     /// Per family, the tables as `iptables-save` printed them.
     pub tables: BTreeMap<IpFamily, SavedTables>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SavedTables {
-    pub nat: SavedTable,
-    pub filter: SavedTable,
-    pub mangle: SavedTable,
-}
-
-impl SavedTables {
-    pub fn parse(save: &str) -> Self {
-        Self {
-            nat: SavedTable::parse(save, "nat"),
-            filter: SavedTable::parse(save, "filter"),
-            mangle: SavedTable::parse(save, "mangle"),
-        }
-    }
-
-    pub fn get(&self, table: &str) -> &SavedTable {
-        match table {
-            "nat" => &self.nat,
-            "mangle" => &self.mangle,
-            _ => &self.filter,
-        }
-    }
 }
 
 /// The adapters around IPVS: ipsets and iptables, for the families the

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::apply::{Adapters, apply};
 use super::diff::{Changes, Ownership, changes};
-use super::live::{Companions, LiveState, MemberCache, SavedTables, read_companions, read_core};
+use super::live::{Companions, LiveState, MemberCache, read_companions, read_core};
 use super::ops::Op;
 use super::planner::{DUMMY_LINK, IpvsPlan, NodeContext, PlanConfig, plan};
 use super::render;
@@ -18,6 +18,7 @@ use crate::kernel::KernelError;
 use crate::kernel::ipvs::{Ipvs, IpvsOp};
 use crate::kernel::link::Links;
 use crate::netfilter::cleanup::{self, Removal};
+use crate::netfilter::ruleset::SavedTables;
 use crate::sync::{Proxier, SyncError, SyncOutcome};
 
 /// How often the set members are read back even when the counts agree.

@@ -178,6 +178,33 @@ impl SavedTable {
     }
 }
 
+/// One family's nat, filter and mangle tables as `iptables-save` printed them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SavedTables {
+    pub nat: SavedTable,
+    pub filter: SavedTable,
+    pub mangle: SavedTable,
+}
+
+impl SavedTables {
+    pub fn parse(save: &str) -> Self {
+        Self {
+            nat: SavedTable::parse(save, "nat"),
+            filter: SavedTable::parse(save, "filter"),
+            mangle: SavedTable::parse(save, "mangle"),
+        }
+    }
+
+    /// The table named `name` (filter for anything else).
+    pub fn get(&self, name: &str) -> &SavedTable {
+        match name {
+            "nat" => &self.nat,
+            "mangle" => &self.mangle,
+            _ => &self.filter,
+        }
+    }
+}
+
 /// A rule in a form where kproxy's rendering and iptables-save's printing
 /// of the same rule compare equal: options grouped with their values
 /// (negations attached), values canonicalized, groups sorted.
