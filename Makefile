@@ -31,11 +31,12 @@ test: setup
 	@$(MAKE) --no-print-directory test-host
 	@$(MAKE) --no-print-directory test-vm
 
-## test-host: cargo test on the host (VM-only tests are #[ignore]d there), then
+## test-host: the shape limits (scripts/shape-check), cargo test on the host (VM-only tests are #[ignore]d there), then
 ##            the end-to-end scripts integration/host/*.sh, each in fresh network
 ##            namespaces with its own etcd + kube-apiserver (scripts/host-e2e.sh;
 ##            HOST_TEST_FILTER=substring runs a subset)
 test-host:
+	scripts/shape-check
 	$(CARGO) test
 	$(CARGO) build --bin kproxy
 	scripts/host-e2e.sh
