@@ -101,7 +101,7 @@ pub fn endpoint_chain(spn: &ServicePortName, endpoint: &str) -> String {
 }
 
 /// The iptables mode's jump rules, in upstream's order.
-pub fn jumps() -> Vec<Jump> {
+fn jumps() -> Vec<Jump> {
     let ext = "kubernetes externally-visible service portals";
     let fw = "kubernetes load balancer firewall";
     let new = "-m conntrack --ctstate NEW ";

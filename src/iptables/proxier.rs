@@ -60,11 +60,13 @@ impl<I: Iptables> IptablesProxier<I> {
         self.ledger.last_restore.get(&family).map(String::as_str)
     }
 
-    pub fn iptables(&self) -> &I {
+    #[cfg(test)]
+    pub(crate) fn iptables(&self) -> &I {
         &self.ipt
     }
 
-    pub fn iptables_mut(&mut self) -> &mut I {
+    #[cfg(test)]
+    pub(crate) fn iptables_mut(&mut self) -> &mut I {
         &mut self.ipt
     }
 
