@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::diff::Changes;
+use super::diff::{Changes, TopHashes};
 use crate::cluster::IpFamily;
 use crate::kernel::iptables::Iptables;
 use crate::sync::{SyncError, SyncOutcome};
@@ -18,6 +18,8 @@ pub struct Ledger {
     pub last_restore: BTreeMap<IpFamily, String>,
     /// Per-Service chains in the kernel after the last successful restore.
     pub written: BTreeMap<IpFamily, BTreeSet<String>>,
+    /// The top-level chains as the last successful restore left them.
+    pub top: BTreeMap<IpFamily, TopHashes>,
 }
 
 impl Ledger {
@@ -41,11 +43,19 @@ pub fn apply<I: Iptables + ?Sized>(
     outcome: &mut SyncOutcome,
 ) {
     let text = changes.restore.render();
+    if text.is_empty() {
+        // A partial sync where nothing the kernel holds has to change.
+        ledger.last_restore.insert(family, text);
+        ledger.written.insert(family, changes.chains.clone());
+        ledger.top.insert(family, changes.top.clone());
+        return;
+    }
     tracing::debug!(%family, full = changes.full, bytes = text.len(), "iptables-restore input:\n{text}");
     let result = ipt.restore(family, &text);
     ledger.last_restore.insert(family, text);
     if let Err(source) = result {
         ledger.needs_full.insert(family);
+        ledger.top.remove(&family);
         outcome.errors.push(SyncError::Rules {
             family,
             services,
@@ -55,6 +65,7 @@ pub fn apply<I: Iptables + ?Sized>(
     }
     ledger.needs_full.remove(&family);
     ledger.written.insert(family, changes.chains.clone());
+    ledger.top.insert(family, changes.top.clone());
     let mut count = |op: &'static str, n: usize, always: bool| {
         if always || n > 0 {
             *outcome.ops.entry(op).or_default() += n as u64;

@@ -13,13 +13,14 @@
 //! deleted, missing jumps from the built-in chains are inserted and missing
 //! canaries created. Only per-Service KUBE-* chains are ever deleted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::live::{CANARY_TABLES, Live};
 use crate::cluster::ServiceName;
 use crate::netfilter::chains::{CANARY, is_service_chain};
 use crate::netfilter::ruleset::SavedTables;
-use crate::netfilter::ruleset::{RestorePlan, Ruleset, SavedTable};
+use crate::netfilter::ruleset::{Chain, RestorePlan, Ruleset, SavedTable};
 
 /// A per-Service chain whose kernel copy is not the plan's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +42,46 @@ pub struct Changes<'a> {
     pub drift: Vec<Drift>,
     /// The per-Service chains in the kernel once the restore is applied.
     pub chains: BTreeSet<String>,
+    /// The top-level chains' content once the restore is applied.
+    pub top: TopHashes,
+}
+
+/// Each top-level chain's rules as a hash, by (table, chain): what a
+/// partial sync compares with to leave an unchanged top-level chain alone.
+pub type TopHashes = BTreeMap<(&'static str, String), u64>;
+
+fn rules_hash(c: &Chain) -> u64 {
+    let mut h = DefaultHasher::new();
+    c.rules.hash(&mut h);
+    h.finish()
+}
+
+/// The top-level chains of `plan`, hashed.
+pub fn top_hashes(plan: &Ruleset) -> TopHashes {
+    let tables = [("nat", &plan.nat.chains), ("filter", &plan.filter.chains)];
+    tables
+        .into_iter()
+        .flat_map(|(t, chains)| {
+            chains
+                .iter()
+                .filter(|c| c.owner.is_none())
+                .map(move |c| ((t, c.name.clone()), rules_hash(c)))
+        })
+        .collect()
+}
+
+/// Drop from a partial sync's restore the top-level chains whose rules are
+/// what the last restore wrote (`last`). KUBE-SERVICES and KUBE-NODEPORTS
+/// grow with the cluster: rewriting them for one changed endpoint would make
+/// every small change cost as much as the cluster is large. The kernel is
+/// trusted to still hold them, as the partial sync trusts it for every
+/// chain it does not write; the canary catches a flush.
+pub fn skip_unchanged_top(restore: &mut RestorePlan<'_>, last: &TopHashes) {
+    let unchanged = |t: &'static str, c: &Chain| {
+        c.owner.is_none() && last.get(&(t, c.name.clone())) == Some(&rules_hash(c))
+    };
+    restore.nat.retain(|c| !unchanged("nat", c));
+    restore.filter.retain(|c| !unchanged("filter", c));
 }
 
 impl Changes<'_> {
@@ -86,6 +127,7 @@ pub fn diff<'a>(plan: &'a Ruleset, live: &Live<'_>, written: &BTreeSet<String>) 
                 full: false,
                 drift: Vec::new(),
                 chains,
+                top: top_hashes(plan),
             };
         }
         Live::Full(s) => (s, true),
@@ -105,6 +147,7 @@ pub fn diff<'a>(plan: &'a Ruleset, live: &Live<'_>, written: &BTreeSet<String>) 
         full,
         drift,
         chains,
+        top: top_hashes(plan),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::apply::{Ledger, apply};
-use super::diff::{Changes, diff};
+use super::diff::{Changes, diff, skip_unchanged_top};
 use super::live::{self, SyncMode};
 use super::planner::{self, NodeContext, Plan};
 use crate::cluster::{ClusterState, ClusterView, IpFamily, ServiceName};
@@ -102,7 +102,10 @@ impl<I: Iptables> IptablesProxier<I> {
     fn diff<'p>(&self, plan: &'p Plan, family: IpFamily, live: &live::Live<'_>) -> Changes<'p> {
         let none = BTreeSet::new();
         let written = self.ledger.written.get(&family).unwrap_or(&none);
-        let changes = diff(&plan.ruleset, live, written);
+        let mut changes = diff(&plan.ruleset, live, written);
+        if let (live::Live::Trusted(_), Some(last)) = (live, self.ledger.top.get(&family)) {
+            skip_unchanged_top(&mut changes.restore, last);
+        }
         for d in &changes.drift {
             // A full sync after a restart finds every chain missing: only
             // edited chains are news then; a dry run shows both.

@@ -452,14 +452,15 @@ fn partial_sync_writes_only_the_changed_service() {
         .filter(|c| c.starts_with("KUBE-SEP-"))
         .collect();
     assert_eq!(seps.len(), 3, "b's three endpoint chains only: {seps:?}");
-    // Top-level chains are always written.
+    // b's endpoints changed, not what KUBE-SERVICES says about b: the
+    // top-level chains, which grow with the cluster, are left as written.
     for top in [
         "KUBE-SERVICES",
         "KUBE-NODEPORTS",
         "KUBE-POSTROUTING",
         "KUBE-MARK-MASQ",
     ] {
-        assert!(chains.contains(top), "{top}");
+        assert!(!chains.contains(top), "{top} rewritten unchanged:\n{text}");
     }
     // a's chains are still in the kernel, untouched, and referenced.
     let twin = p.iptables();
@@ -904,4 +905,36 @@ fn primary_nodeport_addresses_come_from_the_node_and_bind_address() {
         nodeport_jumps(&restore("10.0.1.1")),
         ["10.0.1.1 -j KUBE-NODEPORTS"]
     );
+}
+
+/// A partial sync writes a top-level chain exactly when its rules change:
+/// a new Service adds its KUBE-SERVICES jump, so KUBE-SERVICES is written,
+/// while KUBE-POSTROUTING and KUBE-MARK-MASQ, unchanged, are not. The chain
+/// written whole is the plan's, so the kernel ends up as a full sync leaves it.
+#[test]
+fn a_partial_sync_rewrites_a_top_level_chain_only_when_it_changes() {
+    let mut c = three_services();
+    let mut p = proxier(vec![IpFamily::V4]);
+    assert!(p.sync_view(&c, None).ok());
+    let d = service("default", "d", "10.96.0.4", "http", 80);
+    c.put_slice(slice(&d, "d-abc", &TEN_EP[..1]));
+    c.add_service(d);
+    let changed = BTreeSet::from([ServiceName::new("default", "d")]);
+    let out = p.sync_view(&c, Some(&changed));
+    assert!(out.ok(), "{:?}", out.errors);
+    let text = p.last_restore(IpFamily::V4).unwrap().to_string();
+    let chains = declared_chains(&text);
+    assert!(chains.contains("KUBE-SERVICES"), "{text}");
+    assert!(chains.contains(&svc_chain_of("d")), "{text}");
+    for unchanged in ["KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-FORWARD"] {
+        assert!(
+            !chains.contains(unchanged),
+            "{unchanged} rewritten:\n{text}"
+        );
+    }
+    // What the partial syncs built is what one full sync builds.
+    let mut fresh = proxier(vec![IpFamily::V4]);
+    assert!(fresh.sync_view(&c, None).ok());
+    let save = |p: &mut IptablesProxier<IptablesTwin>| p.iptables_mut().save(IpFamily::V4).unwrap();
+    assert_eq!(save(&mut p), save(&mut fresh));
 }
