@@ -515,6 +515,7 @@ mod tests {
             endpoint_changes: 0,
             trigger_times: vec![],
             rejected_objects: 0,
+            health_checks: vec![],
         };
         t.synced(&ok);
         assert!(t.health().healthy);
