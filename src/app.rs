@@ -19,7 +19,7 @@ use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::link::Links;
 use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
 use crate::source::EventSender;
-use crate::sync::{Exit, NoObserver, Proxier, Schedule, SyncLoop, SyncObserver};
+use crate::sync::{Exit, NoObserver, Observers, Proxier, Schedule, SyncLoop, SyncObserver};
 
 pub fn init_logging(config: &Config) {
     crate::logging::init(config.verbosity, config.log_format);
@@ -337,13 +337,8 @@ pub async fn start_http(
     // Upstream's health server finds the node ineligible until it has seen
     // its Node; a manifests directory need not carry one.
     telemetry.require_node(config.manifests.is_none());
-    telemetry.set_families(
-        IptablesCmd::detect()
-            .families()
-            .into_iter()
-            .map(|f| f.name())
-            .collect(),
-    );
+    let families = IptablesCmd::detect().families();
+    telemetry.set_families(families.iter().map(|f| f.name()).collect());
     let running = crate::http::start(config, Arc::clone(&telemetry)).await?;
     for (server, err) in running.failed {
         if config.bind_address_hard_fail {
@@ -362,7 +357,48 @@ pub async fn start_http(
             Some(format!("{err:#}")),
         );
     }
-    Ok(telemetry)
+    let health_checks = health_check_servers(config, &telemetry, events, families);
+    Ok(Arc::new(Observers(vec![
+        telemetry,
+        Arc::new(health_checks),
+    ])))
+}
+
+/// The health-check node port servers of the families the node programs,
+/// on upstream's addresses (`--nodeport-addresses`, `primary` resolved
+/// from the Node as it is when a server starts). A port that cannot be
+/// bound counts in `kproxy_healthcheck_bind_errors_total` and becomes
+/// upstream's Warning event on its Service.
+fn health_check_servers(
+    config: &Config,
+    telemetry: &Arc<crate::http::Telemetry>,
+    events: &crate::events::Events,
+    families: Vec<crate::net::IpFamily>,
+) -> crate::http::healthcheck::HealthCheckServers {
+    use crate::http::healthcheck::{HealthCheckServers, Servers, listen_addresses};
+    let cfg = config.clone();
+    // Opened on first need: only explicit NodePort CIDRs list addresses.
+    let links: std::sync::Mutex<Option<Box<dyn Links>>> = std::sync::Mutex::new(None);
+    let local_ips = move || -> Result<Vec<std::net::IpAddr>, String> {
+        let mut guard = links.lock().map_err(|e| e.to_string())?;
+        if guard.is_none() {
+            *guard = Some(open_links().map_err(|e| e.to_string())?);
+        }
+        let l = guard.as_mut().ok_or("no rtnetlink handle")?;
+        let addrs = l.local_addresses().map_err(|e| e.to_string())?;
+        Ok(addrs.into_iter().map(|a| a.addr).collect())
+    };
+    let listen = Arc::new(move |family, node_addresses: &[std::net::IpAddr]| {
+        let in_effect = crate::config::system::nodeport_addresses_for(&cfg, node_addresses);
+        listen_addresses(family, &in_effect, &local_ips)
+    });
+    let t = Arc::clone(telemetry);
+    let servers = Servers::new(families, listen, Arc::new(move || t.health().healthy));
+    let (t, ev) = (Arc::clone(telemetry), events.clone());
+    HealthCheckServers::spawn(servers, move |f| {
+        t.count_healthcheck_bind_error();
+        ev.healthcheck_failed(&f.service, f.message(ev.node()));
+    })
 }
 
 pub async fn run_loop(

@@ -17,6 +17,11 @@ pub struct Events {
 /// The action upstream attaches to its start-up events.
 pub const START_ACTION: &str = "StartKubeProxy";
 
+/// Upstream's reason and action for a health-check node port that could
+/// not be served (pkg/proxy/healthcheck/service_health.go).
+pub const HEALTHCHECK_FAILED: &str = "FailedToStartServiceHealthcheck";
+pub const HEALTHCHECK_ACTION: &str = "Listen";
+
 impl Events {
     /// Events recorded through `client`, reported as `kproxy` on `node`.
     pub fn to_api(client: kube::Client, node: &str) -> Self {
@@ -49,6 +54,11 @@ impl Events {
         }
     }
 
+    /// This node's name, as events name it.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// A Service, by namespace and name.
     pub fn service_ref(namespace: &str, name: &str) -> ObjectReference {
         ObjectReference {
@@ -68,6 +78,18 @@ impl Events {
             "Starting",
             START_ACTION,
             None,
+        );
+    }
+
+    /// Upstream's Warning on a Service whose health-check node port could
+    /// not be listened on; `note` is upstream's message.
+    pub fn healthcheck_failed(&self, service: &crate::cluster::ServiceName, note: String) {
+        self.record(
+            Self::service_ref(&service.namespace, &service.name),
+            EventType::Warning,
+            HEALTHCHECK_FAILED,
+            HEALTHCHECK_ACTION,
+            Some(note),
         );
     }
 

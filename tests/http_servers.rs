@@ -46,6 +46,7 @@ fn report(outcome: SyncOutcome) -> SyncReport {
         endpoint_changes: 5,
         trigger_times: vec![],
         rejected_objects: 0,
+        health_checks: vec![],
     }
 }
 

@@ -1,6 +1,8 @@
 //! HTTP servers: /healthz and /livez on the healthz address, /metrics (and
-//! /proxyMode, /healthz) on the metrics address, as kube-proxy serves them.
+//! /proxyMode, /healthz) on the metrics address, as kube-proxy serves them;
+//! and each Service's health-check node port (`healthcheck`).
 
+pub mod healthcheck;
 pub mod telemetry;
 
 use std::net::SocketAddr;

@@ -65,6 +65,7 @@ struct Metrics {
     sync_errors: Family<Labels, Counter>,
     syncs: Family<Labels, Counter>,
     source_connected: Gauge,
+    healthcheck_bind_errors: Counter,
 }
 
 impl Metrics {
@@ -88,6 +89,7 @@ impl Metrics {
             sync_errors: Family::default(),
             syncs: Family::default(),
             source_connected: Gauge::default(),
+            healthcheck_bind_errors: Counter::default(),
         };
         m.source_connected.set(1);
         for kind in crate::sync::SyncError::KINDS {
@@ -167,6 +169,11 @@ impl Metrics {
             "kproxy_source_connected",
             "1 while the source of Services and EndpointSlices is connected, 0 while it is not",
             m.source_connected.clone(),
+        );
+        r.register(
+            "kproxy_healthcheck_bind_errors",
+            "Health-check node port servers that could not listen on their port (retried at the next sync)",
+            m.healthcheck_bind_errors.clone(),
         );
         (m, r)
     }
@@ -325,6 +332,11 @@ impl Telemetry {
             last_synced: h.last_updated,
             families: h.families.clone(),
         }
+    }
+
+    /// A health-check node port server could not be started.
+    pub fn count_healthcheck_bind_error(&self) {
+        self.metrics.healthcheck_bind_errors.inc();
     }
 
     pub(crate) fn count_probe(&self, livez: bool, code: u16) {
@@ -515,6 +527,7 @@ mod tests {
             endpoint_changes: 0,
             trigger_times: vec![],
             rejected_objects: 0,
+            health_checks: vec![],
         };
         t.synced(&ok);
         assert!(t.health().healthy);

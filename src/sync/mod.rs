@@ -12,9 +12,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::cluster::{ClusterState, Kind, Node, Problem, ServiceName, SourceEvent};
 
 pub use error::SyncError;
+pub use health_checks::{HealthCheck, health_checks};
 pub use schedule::{Schedule, SyncKind};
 
 mod error;
+mod health_checks;
 mod schedule;
 use crate::config::ProxyMode;
 
@@ -81,6 +83,9 @@ pub struct SyncReport {
     pub trigger_times: Vec<i64>,
     /// API objects the store currently refuses as invalid.
     pub rejected_objects: u64,
+    /// The health-check node ports the cluster now asks for, with their
+    /// local endpoint counts (the same in both modes).
+    pub health_checks: Vec<HealthCheck>,
 }
 
 /// Health and metrics hook into the loop.
@@ -97,6 +102,24 @@ pub trait SyncObserver: Send + Sync {
 /// An observer that ignores everything.
 pub struct NoObserver;
 impl SyncObserver for NoObserver {}
+
+/// Several observers, each told everything, in order.
+pub struct Observers(pub Vec<Arc<dyn SyncObserver>>);
+
+impl SyncObserver for Observers {
+    fn queued(&self) {
+        self.0.iter().for_each(|o| o.queued());
+    }
+    fn synced(&self, report: &SyncReport) {
+        self.0.iter().for_each(|o| o.synced(report));
+    }
+    fn source_connected(&self, connected: bool) {
+        self.0.iter().for_each(|o| o.source_connected(connected));
+    }
+    fn node(&self, node: Option<&Node>) {
+        self.0.iter().for_each(|o| o.node(node));
+    }
+}
 
 /// How the loop ends.
 #[derive(Debug)]
@@ -173,6 +196,7 @@ impl<P: Proxier> SyncLoop<P> {
             endpoint_changes: self.state.endpoint_changes - ep0,
             trigger_times,
             rejected_objects: self.state.rejected().count() as u64,
+            health_checks: health_checks(&self.state, &self.state.options.node_name),
             outcome,
         };
         for e in &report.outcome.errors {
