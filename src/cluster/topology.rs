@@ -84,12 +84,14 @@ pub fn port_endpoints(
             if !seen.insert((ep.addr, sp.port)) {
                 continue;
             }
-            let ready = ep.ready || svc.publish_not_ready_addresses;
             out.push(PortEndpoint {
                 addr: ep.addr,
                 port: sp.port,
-                ready,
-                serving: ep.serving || ready,
+                ready: ep.ready || svc.publish_not_ready_addresses,
+                // Upstream keeps the slice's serving as it reads it
+                // (endpointslicecache.go addEndpoints): only the
+                // serving-terminating fallback looks at it.
+                serving: ep.serving,
                 terminating: ep.terminating,
                 is_local: ep.node_name.as_deref() == Some(node.name) && !node.name.is_empty(),
                 zone_hints: ep.zone_hints.clone(),
@@ -361,6 +363,49 @@ mod tests {
         ];
         let c = categorize(&s, &eps, &NODE);
         assert_eq!(addrs(c.internal(&s)), vec![2]);
+    }
+
+    #[test]
+    fn a_terminating_endpoint_without_serving_is_the_fallback() {
+        // Upstream reads an unset serving as true (endpointslicecache.go
+        // addEndpoints: `Serving == nil || *Serving`), so a terminating pod
+        // whose slice leaves serving out takes traffic when nothing is ready
+        // (topology.go CategorizeEndpoints: IsServing && IsTerminating).
+        let raw: k8s_openapi::api::discovery::v1::EndpointSlice =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-1", "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [
+                    {"addresses": ["10.244.0.1"], "nodeName": "node-1",
+                        "conditions": {"ready": false, "terminating": true}},
+                    {"addresses": ["10.244.0.2"], "nodeName": "node-2",
+                        "conditions": {"ready": false, "serving": false, "terminating": true}}
+                ]
+            }))
+            .unwrap();
+        let (slice, _) =
+            crate::cluster::convert::endpoint_slice(&raw, &Default::default()).unwrap();
+        let mut s = svc(
+            TrafficPolicy::Local,
+            TrafficPolicy::Cluster,
+            ServiceType::ClusterIp,
+        );
+        let port = ServicePort {
+            name: "http".into(),
+            protocol: crate::net::Protocol::Tcp,
+            port: 80,
+            target_port: TargetPort::Number(8080),
+            node_port: None,
+        };
+        s.ports = vec![port.clone()];
+        let eps = port_endpoints(&s, &port, IpFamily::V4, &[&slice], &NODE, &mut Vec::new());
+        let c = categorize(&s, &eps, &NODE);
+        assert_eq!(addrs(c.internal(&s)), vec![1]);
+        s.internal_traffic_policy = TrafficPolicy::Cluster;
+        let c = categorize(&s, &eps, &NODE);
+        assert_eq!(addrs(&c.cluster), vec![1]);
     }
 
     #[test]

@@ -752,6 +752,14 @@ fn slice_conditions() {
         (json!({}), true, true, false),
         (json!({"ready": false}), false, true, false),
         (json!({"ready": true, "serving": null}), true, true, false),
+        // A terminating pod whose slice leaves serving out still serves.
+        (
+            json!({"ready": false, "terminating": true}),
+            false,
+            true,
+            true,
+        ),
+        (json!({"serving": false}), true, false, false),
         (
             json!({"ready": false, "serving": true, "terminating": true}),
             false,
