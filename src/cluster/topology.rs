@@ -6,7 +6,7 @@
 //! the same fallback; topology hints narrow the cluster-wide set when every
 //! ready endpoint carries them and one matches this node or its zone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::model::{AddressType, EndpointSlice, Service, ServicePort, TrafficPolicy};
@@ -124,7 +124,9 @@ pub struct Categorized {
 }
 
 impl Categorized {
-    /// The endpoints for traffic arriving on the cluster IP.
+    /// The endpoints for traffic arriving on the cluster IP, where only the
+    /// local ones count under policy Local.
+    #[cfg(test)]
     pub fn internal<'a>(&'a self, svc: &Service) -> &'a [PortEndpoint] {
         match svc.internal_traffic_policy {
             TrafficPolicy::Cluster => &self.cluster,
@@ -133,6 +135,7 @@ impl Categorized {
     }
 
     /// The endpoints for traffic arriving on a NodePort, external IP or LB IP.
+    #[cfg(test)]
     pub fn external<'a>(&'a self, svc: &Service) -> &'a [PortEndpoint] {
         match svc.external_traffic_policy {
             TrafficPolicy::Cluster => &self.cluster,
@@ -141,14 +144,79 @@ impl Categorized {
     }
 }
 
+/// Upstream's UsesClusterEndpoints (serviceport.go): an externally
+/// reachable Service needs its cluster-wide endpoints even with both
+/// policies Local, for the pod and node traffic that short-circuits to them.
 fn uses_cluster(svc: &Service) -> bool {
-    svc.internal_traffic_policy == TrafficPolicy::Cluster
-        || (svc.is_external() && svc.external_traffic_policy == TrafficPolicy::Cluster)
+    svc.internal_traffic_policy == TrafficPolicy::Cluster || svc.is_external()
 }
 
 fn uses_local(svc: &Service) -> bool {
     svc.internal_traffic_policy == TrafficPolicy::Local
         || (svc.is_external() && svc.external_traffic_policy == TrafficPolicy::Local)
+}
+
+/// Which of a Service's two traffic policies, as upstream's metric labels
+/// `traffic_policy` name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyScope {
+    Internal,
+    External,
+}
+
+impl PolicyScope {
+    pub const ALL: [PolicyScope; 2] = [PolicyScope::Internal, PolicyScope::External];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PolicyScope::Internal => "internal",
+            PolicyScope::External => "external",
+        }
+    }
+}
+
+/// How many Services (IPVS mode) or Service ports (iptables mode) have a
+/// Local policy without a local endpoint while endpoints exist elsewhere,
+/// per policy and family: upstream's
+/// `kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy, ip_family}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NoLocalEndpoints(BTreeMap<(PolicyScope, IpFamily), u64>);
+
+impl NoLocalEndpoints {
+    pub fn add(&mut self, scope: PolicyScope, family: IpFamily, n: u64) {
+        *self.0.entry((scope, family)).or_default() += n;
+    }
+
+    pub fn get(&self, scope: PolicyScope, family: IpFamily) -> u64 {
+        self.0.get(&(scope, family)).copied().unwrap_or(0)
+    }
+
+    pub fn merge(&mut self, other: &NoLocalEndpoints) {
+        for (&(scope, family), &n) in &other.0 {
+            self.add(scope, family, n);
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+impl std::fmt::Display for NoLocalEndpoints {
+    /// `internal/IPv4=1 external/IPv4=2`, non-zero counts only; `0` when none.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|((scope, family), n)| format!("{}/{family}={n}", scope.label()))
+            .collect();
+        if parts.is_empty() {
+            write!(f, "0")
+        } else {
+            write!(f, "{}", parts.join(" "))
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,6 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::cluster::IpFamily;
+use crate::cluster::topology::PolicyScope;
 use crate::config::{Config, ProxyMode};
 use crate::sync::{SyncObserver, SyncReport};
 
@@ -53,7 +55,7 @@ struct Metrics {
     network_programming: ByFamily,
     endpoint_changes: Counter,
     service_changes: Counter,
-    no_local_endpoints: Gauge,
+    no_local_endpoints: Family<Labels, Gauge>,
     healthz: Family<Labels, Counter>,
     livez: Family<Labels, Counter>,
     invalid_objects: Gauge,
@@ -78,7 +80,7 @@ impl Metrics {
             ),
             endpoint_changes: Counter::default(),
             service_changes: Counter::default(),
-            no_local_endpoints: Gauge::default(),
+            no_local_endpoints: Family::default(),
             healthz: Family::default(),
             livez: Family::default(),
             invalid_objects: Gauge::default(),
@@ -177,6 +179,11 @@ impl Metrics {
         for f in family_labels(families) {
             let _ = self.sync_duration.get_or_create(&f);
             let _ = self.network_programming.get_or_create(&f);
+        }
+        for (scope, family) in no_local_labels(families) {
+            let _ = self
+                .no_local_endpoints
+                .get_or_create(&no_local_series(scope, family));
         }
     }
 
@@ -359,6 +366,23 @@ fn family_labels(families: &[&'static str]) -> Vec<Labels> {
         .collect()
 }
 
+/// Upstream sets both policies' series for every family its proxiers run
+/// (ipvs/proxier.go and iptables/proxier.go, syncProxyRules' end).
+fn no_local_labels(families: &[&'static str]) -> Vec<(PolicyScope, &'static str)> {
+    families
+        .iter()
+        .flat_map(|f| PolicyScope::ALL.into_iter().map(move |s| (s, *f)))
+        .collect()
+}
+
+/// Labels in the order upstream's Prometheus client prints them (sorted).
+fn no_local_series(scope: PolicyScope, family: &str) -> Labels {
+    vec![
+        ("ip_family".to_string(), family.to_string()),
+        ("traffic_policy".to_string(), scope.label().to_string()),
+    ]
+}
+
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -388,7 +412,15 @@ impl SyncObserver for Telemetry {
         }
         m.endpoint_changes.inc_by(report.endpoint_changes);
         m.service_changes.inc_by(report.service_changes);
-        m.no_local_endpoints.set(outcome.no_local_endpoints as i64);
+        for (scope, family) in no_local_labels(&lock(&self.health).families) {
+            let n = [IpFamily::V4, IpFamily::V6]
+                .into_iter()
+                .find(|f| f.name() == family)
+                .map_or(0, |f| outcome.no_local_endpoints.get(scope, f));
+            m.no_local_endpoints
+                .get_or_create(&no_local_series(scope, family))
+                .set(n as i64);
+        }
         for (kind, n) in &outcome.ops {
             m.kernel_ops
                 .get_or_create(&vec![("kind".to_string(), kind.to_string())])
@@ -545,6 +577,45 @@ mod tests {
                 let series = format!("{name}{{ip_family=\"{f}\"}}");
                 assert!(m.contains(&series), "{series} missing:\n{m}");
             }
+        }
+    }
+
+    #[test]
+    fn no_local_endpoints_by_policy_and_family() {
+        // Upstream's series: traffic_policy internal/external × ip_family,
+        // one pair per family (metrics.go SyncProxyRulesNoLocalEndpointsTotal).
+        let t = Telemetry::new(Duration::from_secs(60));
+        t.set_families(vec!["IPv4", "IPv6"]);
+        let mut report = SyncReport {
+            started: SystemTime::now(),
+            duration: Duration::from_millis(3),
+            full: true,
+            outcome: Default::default(),
+            service_changes: 0,
+            endpoint_changes: 0,
+            trigger_times: vec![],
+            rejected_objects: 0,
+        };
+        report
+            .outcome
+            .no_local_endpoints
+            .add(PolicyScope::External, IpFamily::V4, 2);
+        report
+            .outcome
+            .no_local_endpoints
+            .add(PolicyScope::Internal, IpFamily::V6, 1);
+        t.synced(&report);
+        let m = t.encode_metrics();
+        let name = "kubeproxy_sync_proxy_rules_no_local_endpoints_total";
+        for (policy, family, n) in [
+            ("internal", "IPv4", 0),
+            ("external", "IPv4", 2),
+            ("internal", "IPv6", 1),
+            ("external", "IPv6", 0),
+        ] {
+            let series =
+                format!("{name}{{ip_family=\"{family}\",traffic_policy=\"{policy}\"}} {n}\n");
+            assert!(m.contains(&series), "{series} missing:\n{m}");
         }
     }
 

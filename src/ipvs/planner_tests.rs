@@ -356,3 +356,108 @@ endpoints: [{addresses: [10.244.1.7], conditions: {ready: true}, nodeName: node-
     assert!(!ipvs_ips.contains("192.168.58.2"), "{ipvs_ips:?}");
     assert!(ipvs_ips.contains("203.0.113.7"), "{ipvs_ips:?}");
 }
+
+/// Upstream's TestNoEndpointsMetric (pkg/proxy/ipvs/proxier_test.go): one
+/// Service (NodePort when an external policy is set) with three endpoints,
+/// and the gauge per policy; plus what syncEndpoint (proxier.go) then puts
+/// behind each virtual server: with its policy Local and no local endpoint,
+/// the cluster-wide endpoints (kubernetes#97081), which a Service that never
+/// uses its Cluster policy (internal Local, not externally reachable) has
+/// none of.
+#[test]
+fn local_policy_without_local_endpoints_as_upstream_syncs_it() {
+    use crate::cluster::{IpFamily, PolicyScope};
+    // (internal policy, external policy, endpoint nodes, internal count,
+    // external count, real servers on the cluster IP, on the node port)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        u64,
+        u64,
+        usize,
+        usize,
+    );
+    let cases: [Case; 7] = [
+        ("Local", "", &["node-1", "node-a", "node-b"], 0, 0, 1, 0),
+        ("", "Local", &["node-1", "node-a", "node-b"], 0, 0, 3, 1),
+        (
+            "Local",
+            "Local",
+            &["node-1", "node-a", "node-b"],
+            0,
+            0,
+            1,
+            1,
+        ),
+        ("Local", "", &["node-0", "node-a", "node-b"], 1, 0, 0, 0),
+        ("", "Local", &["node-0", "node-a", "node-b"], 0, 1, 3, 3),
+        (
+            "Local",
+            "Local",
+            &["node-0", "node-a", "node-b"],
+            1,
+            1,
+            3,
+            3,
+        ),
+        ("Local", "Local", &[], 0, 0, 0, 0),
+    ];
+    for (itp, etp, nodes, internal, external, on_cluster_ip, on_node_port) in cases {
+        let mut spec = String::from("clusterIP: 172.20.1.1, selector: {foo: bar}");
+        if !itp.is_empty() {
+            spec.push_str(&format!(", internalTrafficPolicy: {itp}"));
+        }
+        if !etp.is_empty() {
+            spec.push_str(&format!(", type: NodePort, externalTrafficPolicy: {etp}"));
+        }
+        // The API server refuses a nodePort on a ClusterIP Service.
+        let node_port = if etp.is_empty() {
+            ""
+        } else {
+            ", nodePort: 30000"
+        };
+        let mut text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc1, namespace: ns1}}\n\
+             spec: {{{spec}, ports: [{{name: p80, port: 80, targetPort: 80, protocol: TCP{node_port}}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: svc1-1, namespace: ns1, labels: {{kubernetes.io/service-name: svc1}}}}\n\
+             addressType: IPv4\nports: [{{name: p80, port: 80, protocol: TCP}}]\nendpoints:{}\n",
+            if nodes.is_empty() { " []" } else { "" }
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            text.push_str(&format!(
+                "- {{addresses: [10.0.1.{}], conditions: {{ready: true}}, nodeName: {n}}}\n",
+                i + 1
+            ));
+        }
+        let (state, problems) = state_from_yaml(&text, &config_for(""));
+        assert!(problems.is_empty(), "{problems:?}");
+        let p = plan(&state, &test_node(), &PlanConfig::default());
+        let case = format!("itp {itp:?} etp {etp:?} on {nodes:?}");
+        let counts = &p.no_local_endpoints;
+        assert_eq!(
+            (
+                counts.get(PolicyScope::Internal, IpFamily::V4),
+                counts.get(PolicyScope::External, IpFamily::V4)
+            ),
+            (internal, external),
+            "{case}"
+        );
+        let dests = |addr: &str, port: u16| {
+            let key = crate::kernel::ipvs::ServiceKey {
+                addr: addr.parse().unwrap(),
+                protocol: crate::net::Protocol::Tcp,
+                port,
+            };
+            p.table.services.get(&key).map(|e| e.dests.len())
+        };
+        assert_eq!(dests("172.20.1.1", 80), Some(on_cluster_ip), "{case}");
+        let node_port = dests("192.168.58.2", 30000);
+        if etp.is_empty() {
+            assert_eq!(node_port, None, "{case}");
+        } else {
+            assert_eq!(node_port, Some(on_node_port), "{case}");
+        }
+    }
+}

@@ -28,8 +28,8 @@ pub struct SyncOutcome {
     pub errors: Vec<SyncError>,
     /// Objects skipped while planning (bad input), each with its reason.
     pub problems: Vec<Problem>,
-    /// Service ports with Local traffic policy and no local endpoint.
-    pub no_local_endpoints: u64,
+    /// Local traffic policies without a local endpoint, by policy and family.
+    pub no_local_endpoints: crate::cluster::NoLocalEndpoints,
     /// Real servers left at weight 0 until their connections end: the loop
     /// looks again within `DRAIN_CHECK` while there are any.
     pub draining: u64,
