@@ -80,7 +80,6 @@ pub(crate) fn state_from_objects(
     config: &Config,
 ) -> (ClusterState, Vec<String>) {
     let mut state = ClusterState::new(ConvertOptions {
-        nodeport_range: config.nodeport_range,
         node_name: config.hostname.clone(),
     });
     let mut by_kind: std::collections::BTreeMap<Kind, Vec<Object>> = Default::default();
@@ -157,7 +156,6 @@ fn plans_do_not_depend_on_the_order_objects_arrive_in() {
         let objects = parse_text(Path::new("fixture.yaml"), &text).unwrap();
         let plan_of = |order: &[Object]| {
             let mut state = ClusterState::new(ConvertOptions {
-                nodeport_range: config.nodeport_range,
                 node_name: config.hostname.clone(),
             });
             for obj in order {
