@@ -401,7 +401,7 @@ fn plan_port(
             key,
             scheduler: cfg.scheduler.clone(),
             persistence,
-            sched_flags: 0,
+            sched_flags: sched_flags(&cfg.scheduler),
         });
         for ep in endpoints {
             let dk = DestKey {
@@ -423,6 +423,18 @@ fn plan_port(
         plan.owners.insert(key, svc.name.clone());
         plan.table.services.insert(key, entry);
         add_set_members(plan, svc, family, kind, key, node_addrs);
+    }
+}
+
+/// Upstream's scheduler flags (pkg/proxy/ipvs/proxier.go syncProxyRules):
+/// `mh` hashes on the source port too (FlagSourceHash, 0x10: mh-port), so
+/// that one client's connections spread; every other scheduler, `sh`
+/// included, gets none.
+fn sched_flags(scheduler: &str) -> u32 {
+    if scheduler == "mh" {
+        super::render::SVC_F_SCHED2
+    } else {
+        0
     }
 }
 
