@@ -15,7 +15,7 @@ use crate::cluster::{
     ServicePort, ServiceType, TrafficPolicy,
 };
 use crate::config::NodePortAddresses;
-use crate::config::system::nodeport_addresses_in_effect;
+use crate::config::system::{node_ips, nodeport_addresses_in_effect};
 use crate::kernel::ipvs::{
     DestKey, ForwardMethod, IpvsTable, Persistence, RealServer, ServiceEntry, ServiceKey,
     VirtualServer,
@@ -192,6 +192,14 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
             }
         }
     }
+    // Upstream's proxier.nodeIP, per family (detectNodeIPs: the Node's
+    // address, --bind-address, else loopback): whether a load balancer's
+    // source ranges let the node itself in is decided on it alone.
+    let ips = node_ips(&node.node_addresses, cfg.bind_address);
+    let node_ip = |f: IpFamily| match f {
+        IpFamily::V4 => ips.ipv4,
+        IpFamily::V6 => ips.ipv6,
+    };
     let mut no_local = NoLocal::new();
     for pass in [Pass::ClusterIps, Pass::Others] {
         for (svc, port, family, cat) in &ports {
@@ -204,6 +212,7 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
                 *family,
                 cat,
                 &node_addrs[family],
+                node_ip(*family),
                 cfg,
             );
         }
@@ -332,6 +341,7 @@ fn plan_port(
     family: IpFamily,
     cat: &Categorized,
     node_addrs: &[IpAddr],
+    node_ip: IpAddr,
     cfg: &PlanConfig,
 ) {
     let persistence = svc.affinity_timeout.map(|timeout| Persistence {
@@ -422,7 +432,7 @@ fn plan_port(
         }
         plan.owners.insert(key, svc.name.clone());
         plan.table.services.insert(key, entry);
-        add_set_members(plan, svc, family, kind, key, node_addrs);
+        add_set_members(plan, svc, family, kind, key, node_ip);
     }
 }
 
@@ -447,7 +457,7 @@ fn add_set_members(
     family: IpFamily,
     kind: VipKind,
     key: ServiceKey,
-    node_addrs: &[IpAddr],
+    node_ip: IpAddr,
 ) {
     let local = svc.external_traffic_policy == TrafficPolicy::Local;
     let entry = ip_port(key.addr, key.protocol, key.port);
@@ -475,12 +485,10 @@ fn add_set_members(
                     sets.add(family, Set::LoadBalancerSourceCidr, m);
                 }
                 // The node reaching the load balancer uses the VIP (bound
-                // here) as its source: let it through when the node itself
-                // is inside an allowed range.
-                if node_addrs
-                    .iter()
-                    .any(|a| ranges.iter().any(|n| n.contains(a)))
-                {
+                // here) as its source: let it through when the node's
+                // primary IP is inside an allowed range; otherwise the
+                // companion rules drop it in KUBE-IPVS-OUT-FILTER.
+                if ranges.iter().any(|n| n.contains(&node_ip)) {
                     let m = ip_port_ip(key.addr, key.protocol, key.port, key.addr);
                     sets.add(family, Set::LoadBalancerSourceIp, m);
                 }

@@ -57,6 +57,16 @@ pub(crate) fn test_node() -> NodeContext {
     }
 }
 
+/// The test node, with what the fixture's Node object (if any) says of it.
+pub(crate) fn node_for(state: &ClusterState) -> NodeContext {
+    let mut node = test_node();
+    if let Some(n) = state.node() {
+        node.zone = n.zone.clone();
+        node.node_addresses = n.addresses.clone();
+    }
+    node
+}
+
 fn config_for(text: &str) -> Config {
     let mut args = vec!["kproxy".to_string(), "--hostname-override=node-1".into()];
     for line in text.lines() {
@@ -102,9 +112,7 @@ fn rendering(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
     let config = config_for(&text);
     let (state, mut problems) = state_from_yaml(&text, &config);
-    let mut node = test_node();
-    node.zone = state.node().and_then(|n| n.zone.clone());
-    let p = plan(&state, &node, &PlanConfig::from(&config));
+    let p = plan(&state, &node_for(&state), &PlanConfig::from(&config));
     problems.extend(p.problems.iter().map(|p| p.to_string()));
     problems.sort();
     let mut out = render(&p.table);
@@ -457,5 +465,66 @@ fn local_policy_without_local_endpoints_as_upstream_syncs_it() {
         } else {
             assert_eq!(node_port, Some(on_node_port), "{case}");
         }
+    }
+}
+
+/// Upstream lets the node reach a source-ranged load balancer only when its
+/// primary IP (proxier.nodeIP: the Node's address, else --bind-address,
+/// else loopback) is in a range (pkg/proxy/ipvs/proxier.go syncProxyRules,
+/// `cidr.Contains(proxier.nodeIP)`); otherwise the VIP goes to
+/// lbNoNodeAccessIPPortProtocolEntries and KUBE-IPVS-OUT-FILTER drops it.
+/// Another local address inside a range does not count.
+#[test]
+fn the_node_reaches_a_source_ranged_load_balancer_by_its_primary_ip() {
+    use super::rules::RuleConfig;
+    use super::sets::Set;
+    use crate::cluster::IpFamily;
+    let lb = |range: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: lb, namespace: default}}\n\
+             spec: {{type: LoadBalancer, clusterIP: 10.96.0.170, loadBalancerSourceRanges: [{range}],\n  \
+             ports: [{{protocol: TCP, port: 80, targetPort: 8080, nodePort: 31170}}]}}\n\
+             status: {{loadBalancer: {{ingress: [{{ip: 203.0.113.17}}]}}}}\n"
+        )
+    };
+    let node = "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n\
+                status: {addresses: [{type: InternalIP, address: 192.168.58.2}]}\n";
+    // (source range, with the Node object, the node let in)
+    let cases = [
+        ("192.168.58.0/24", true, true),
+        ("10.1.0.0/16", true, false),
+        ("192.168.58.0/24", false, false),
+    ];
+    for (range, with_node, allowed) in cases {
+        let mut text = lb(range);
+        if with_node {
+            text.push_str(node);
+        }
+        let (state, problems) = state_from_yaml(&text, &config_for(""));
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut n = node_for(&state);
+        // A second interface whose address is inside 10.1.0.0/16.
+        n.local_addresses.push(LocalAddress {
+            ifname: "eth1".into(),
+            addr: "10.1.2.3".parse().unwrap(),
+        });
+        let p = plan(&state, &n, &PlanConfig::default());
+        let member = "203.0.113.17,tcp:80,203.0.113.17".to_string();
+        let listed = p
+            .sets
+            .get(IpFamily::V4, Set::LoadBalancerSourceIp)
+            .is_some_and(|m| m.contains(&member));
+        let case = format!("{range}, Node object: {with_node}");
+        assert_eq!(listed, allowed, "{case}");
+        let rs = super::rules::ruleset(IpFamily::V4, &p.sets, &RuleConfig::default());
+        let out: Vec<String> = rs
+            .filter
+            .chains
+            .iter()
+            .filter(|c| c.name == "KUBE-IPVS-OUT-FILTER")
+            .flat_map(|c| c.rules.clone())
+            .collect();
+        let drop = "-s 203.0.113.17/32 -m ipvs --vproto 6 --vaddr 203.0.113.17 --vport 80 -j DROP";
+        assert_eq!(out == [drop], !allowed, "{case}: {out:?}");
     }
 }
