@@ -333,7 +333,7 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
     // The failed sync reported no problems: the gauge follows the last sync.
     assert_eq!(sample(&after, "kproxy_invalid_objects"), Some(0.0));
     assert_eq!(
-        sample(&after, "kproxy_syncs_total{result=\"error\"}"),
+        sample(&after, "kproxy_syncs_total{result=\"partial\"}"),
         Some(1.0)
     );
     assert_eq!(

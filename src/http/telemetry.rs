@@ -4,8 +4,11 @@
 //! Health follows kube-proxy's proxier health server: healthy while starting
 //! (no sync completed yet) and while no update is pending; unhealthy once an
 //! update has been queued and not applied for longer than the timeout
-//! (kube-proxy uses 2 × sync period). A failed sync does not clear a pending
-//! update, so a kernel that keeps refusing changes turns the node unhealthy.
+//! (kube-proxy uses 2 × sync period). A failed sync (a restore, ipset or
+//! link operation) does not clear a pending update, so a kernel that keeps
+//! refusing changes turns the node unhealthy; a sync whose only failures
+//! are refused IPVS operations counts as done, as upstream counts it
+//! (`SyncError::leaves_sync_done`), and is retried.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -162,7 +165,7 @@ impl Metrics {
         );
         r.register(
             "kproxy_syncs",
-            "Syncs run, by result (ok, error)",
+            "Syncs run, by result (ok; partial: IPVS operations refused, retried; error)",
             m.syncs.clone(),
         );
         r.register(
@@ -434,11 +437,18 @@ impl SyncObserver for Telemetry {
         let distinct: BTreeSet<_> = outcome.problems.iter().map(|p| &p.object).collect();
         m.skipped.store(distinct.len() as i64, Ordering::Relaxed);
         m.update_invalid();
-        let result = if outcome.ok() { "ok" } else { "error" };
+        // partial: done, with operations refused (retried).
+        let result = if outcome.ok() {
+            "ok"
+        } else if outcome.done() {
+            "partial"
+        } else {
+            "error"
+        };
         m.syncs
             .get_or_create(&vec![("result".to_string(), result.to_string())])
             .inc();
-        if !outcome.ok() {
+        if !outcome.done() {
             // The pending update (if any) stays pending.
             return;
         }
@@ -518,6 +528,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    fn empty_report() -> SyncReport {
+        SyncReport {
+            started: SystemTime::now(),
+            duration: Duration::from_millis(3),
+            full: true,
+            outcome: Default::default(),
+            service_changes: 0,
+            endpoint_changes: 0,
+            trigger_times: vec![],
+            rejected_objects: 0,
+        }
+    }
+
     #[test]
     fn go_time_format() {
         assert_eq!(go_time(UNIX_EPOCH), "1970-01-01T00:00:00Z");
@@ -538,29 +561,61 @@ mod tests {
     #[test]
     fn a_failed_sync_keeps_the_update_pending() {
         let t = Telemetry::new(Duration::ZERO);
-        let ok = SyncReport {
-            started: SystemTime::now(),
-            duration: Duration::from_millis(3),
-            full: true,
-            outcome: Default::default(),
-            service_changes: 0,
-            endpoint_changes: 0,
-            trigger_times: vec![],
-            rejected_objects: 0,
-        };
+        let ok = empty_report();
         t.synced(&ok);
         assert!(t.health().healthy);
         t.queued();
         let mut failed = ok.clone();
-        failed.outcome.errors.push(crate::sync::SyncError::Refused(
-            crate::kernel::KernelError::errno("add virtual server TCP 10.0.0.1:80", libc::EEXIST),
-        ));
+        failed.outcome.errors.push(crate::sync::SyncError::Rules {
+            family: IpFamily::V4,
+            services: 3,
+            source: crate::kernel::KernelError::new("iptables-restore", "line 7 failed"),
+        });
         t.synced(&failed);
         let h = t.health();
         assert!(!h.healthy);
         assert!(h.last_updated < h.current_time);
         t.synced(&ok);
         assert!(t.health().healthy);
+    }
+
+    #[test]
+    fn a_refused_virtual_server_leaves_the_sync_done() {
+        // Upstream's IPVS proxier logs a virtual server the kernel refuses
+        // and still updates its health server (pkg/proxy/ipvs/proxier.go
+        // syncProxyRules); a dummy-link failure returns before that.
+        let t = Telemetry::new(Duration::ZERO);
+        let mut report = empty_report();
+        t.synced(&report);
+        t.queued();
+        let refused =
+            crate::kernel::KernelError::errno("add virtual server TCP 10.0.0.1:80", libc::EEXIST);
+        report.outcome.errors = vec![
+            crate::sync::SyncError::Refused(refused.clone()),
+            crate::sync::SyncError::RealServersOrphaned {
+                service: crate::kernel::ipvs::ServiceKey {
+                    addr: "10.0.0.1".parse().unwrap(),
+                    protocol: crate::net::Protocol::Tcp,
+                    port: 80,
+                },
+                count: 2,
+            },
+        ];
+        t.synced(&report);
+        assert!(t.health().healthy);
+        let m = t.encode_metrics();
+        assert!(
+            m.contains("kproxy_syncs_total{result=\"partial\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("kproxy_sync_errors_total{kind=\"refused\"} 1"),
+            "{m}"
+        );
+        t.queued();
+        report.outcome.errors = vec![crate::sync::SyncError::Link(refused)];
+        t.synced(&report);
+        assert!(!t.health().healthy);
     }
 
     #[test]
@@ -586,16 +641,7 @@ mod tests {
         // one pair per family (metrics.go SyncProxyRulesNoLocalEndpointsTotal).
         let t = Telemetry::new(Duration::from_secs(60));
         t.set_families(vec!["IPv4", "IPv6"]);
-        let mut report = SyncReport {
-            started: SystemTime::now(),
-            duration: Duration::from_millis(3),
-            full: true,
-            outcome: Default::default(),
-            service_changes: 0,
-            endpoint_changes: 0,
-            trigger_times: vec![],
-            rejected_objects: 0,
-        };
+        let mut report = empty_report();
         report
             .outcome
             .no_local_endpoints

@@ -40,8 +40,15 @@ pub struct SyncOutcome {
 pub const DRAIN_CHECK: Duration = Duration::from_secs(60);
 
 impl SyncOutcome {
+    /// Complete: nothing failed. An incomplete sync is retried.
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// Done as far as health goes: every error is one upstream only logs
+    /// (`SyncError::leaves_sync_done`).
+    pub fn done(&self) -> bool {
+        self.errors.iter().all(SyncError::leaves_sync_done)
     }
 
     pub fn total_ops(&self) -> u64 {
