@@ -68,7 +68,8 @@ YAML
 }
 
 # slice NAME ENDPOINT...: an EndpointSlice for Service NAME's port "http";
-# an endpoint is IP[@NODE][:ready|:notready|:terminating].
+# an endpoint is IP[@NODE][:ready|:notready|:terminating|:terminating-unset],
+# the last with serving left out.
 slice() {
   local name=$1 e ip node cond
   shift
@@ -92,6 +93,7 @@ YAML
       ready) cond="{ready: true, serving: true, terminating: false}" ;;
       notready) cond="{ready: false, serving: false, terminating: false}" ;;
       terminating) cond="{ready: false, serving: true, terminating: true}" ;;
+      terminating-unset) cond="{ready: false, terminating: true}" ;;
     esac
     echo "- {addresses: [\"$ip\"], conditions: $cond, nodeName: $node}"
   done
@@ -113,6 +115,12 @@ objects() {
   svc term 10.96.0.17 ClusterIP
   slice term 10.244.1.3:terminating 10.244.1.9:notready
   svc empty 10.96.0.18 ClusterIP
+  # Both policies Local, the only endpoint on another node.
+  NODE_PORT=30083 svc lonely 10.96.0.19 NodePort "  externalTrafficPolicy: Local
+  internalTrafficPolicy: Local"
+  slice lonely 10.244.1.2@node-2
+  svc termu 10.96.0.20 ClusterIP
+  slice termu 10.244.1.3:terminating-unset
   # Two protocols, named ports, an external IP.
   cat <<'YAML'
 ---
@@ -177,7 +185,8 @@ in_set() { ipset list "$1" 2>/dev/null | grep -qx "$2"; }
 stage_seen() {
   case $1 in
     0) has_rs 10.96.0.10:80 10.244.1.2:8080 && has_rs 192.168.58.2:30081 10.244.1.1:8080 &&
-      has_vs 10.96.0.18:80 && on_ipvs0 198.51.100.7 && in_set KUBE-CLUSTER-IP 10.96.0.14,udp:53 ;;
+      has_vs 10.96.0.18:80 && on_ipvs0 198.51.100.7 && in_set KUBE-CLUSTER-IP 10.96.0.14,udp:53 &&
+      has_rs 192.168.58.2:30083 10.244.1.2:8080 && has_rs 10.96.0.20:80 10.244.1.3:8080 ;;
     1) has_rs 10.96.0.10:80 10.244.1.3:8080 && ! has_rs 10.96.0.10:80 10.244.1.2:8080 &&
       ! has_vs 10.96.0.15:80 && ! on_ipvs0 10.96.0.15 && has_vs 192.168.58.2:30086 ;;
     2) has_vs 203.0.113.10:80 && on_ipvs0 203.0.113.10 && in_set KUBE-LOAD-BALANCER 203.0.113.10,tcp:80 ;;
@@ -234,6 +243,9 @@ snapshot() {
   ipset save | awk '$1 == "create" && $2 ~ /^KUBE-/' |
     sed -E 's/ (initval|bucketsize) [0-9a-fx]+//g' | LC_ALL=C sort
   ipset save | awk '$1 == "add" && $2 ~ /^KUBE-/' | LC_ALL=C sort
+  echo "--- kubeproxy_sync_proxy_rules_no_local_endpoints_total, IPv4"
+  { curl -s http://127.0.0.1:10249/metrics || true; } |
+    { grep '^kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4"' || true; } | LC_ALL=C sort
   local cmd t
   for cmd in iptables-save ip6tables-save; do
     echo "--- $cmd"

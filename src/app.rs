@@ -293,7 +293,6 @@ impl Source {
 
 fn new_state(config: &Config) -> ClusterState {
     ClusterState::new(ConvertOptions {
-        nodeport_range: config.nodeport_range,
         node_name: config.hostname.clone(),
     })
 }

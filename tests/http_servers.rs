@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kproxy::cluster::{Kind, ObjectRef, Problem};
+use kproxy::cluster::{IpFamily, Kind, NoLocalEndpoints, ObjectRef, PolicyScope, Problem};
 use kproxy::config::{Config, ProxyMode};
 use kproxy::http::{self, Telemetry};
 use kproxy::kernel::KernelError;
@@ -223,7 +223,7 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
                 reason: "clusterIP \"x\"".into(),
             },
         ],
-        no_local_endpoints: 2,
+        no_local_endpoints: no_local(PolicyScope::External, 2),
         draining: 0,
     };
     let mut r = report(outcome);
@@ -334,13 +334,13 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
     // The failed sync reported no problems: the gauge follows the last sync.
     assert_eq!(sample(&after, "kproxy_invalid_objects"), Some(0.0));
     assert_eq!(
-        sample(&after, "kproxy_syncs_total{result=\"error\"}"),
+        sample(&after, "kproxy_syncs_total{result=\"partial\"}"),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &after,
-            "kubeproxy_sync_proxy_rules_no_local_endpoints_total"
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"external\"}"
         ),
         Some(0.0)
     );
@@ -348,6 +348,12 @@ async fn metrics_are_named_as_upstream_and_move_after_a_sync() {
     // /proxyMode as kube-proxy serves it on the metrics port.
     let (code, _, mode) = get(m, "/proxyMode").await;
     assert_eq!((code, mode.as_str()), (200, "ipvs"));
+}
+
+fn no_local(scope: PolicyScope, n: u64) -> NoLocalEndpoints {
+    let mut c = NoLocalEndpoints::default();
+    c.add(scope, IpFamily::V4, n);
+    c
 }
 
 #[tokio::test]
@@ -360,14 +366,17 @@ async fn invalid_objects_counts_distinct_objects() {
     };
     let outcome = SyncOutcome {
         problems: vec![p("a"), p("a"), p("b")],
-        no_local_endpoints: 3,
+        no_local_endpoints: no_local(PolicyScope::Internal, 3),
         ..Default::default()
     };
     t.synced(&report(outcome));
     let (_, _, m) = get(running.metrics.unwrap(), "/metrics").await;
     assert_eq!(sample(&m, "kproxy_invalid_objects"), Some(2.0));
     assert_eq!(
-        sample(&m, "kubeproxy_sync_proxy_rules_no_local_endpoints_total"),
+        sample(
+            &m,
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"}"
+        ),
         Some(3.0)
     );
     // Objects the store refused add to those the planner skipped.

@@ -7,7 +7,9 @@
 # (after `kube-proxy --cleanup` and recreating the objects) under
 #   kproxy --proxy-mode=iptables --kubeconfig=kproxy.kubeconfig --hostname-override=node-1
 # with its health and metrics servers on:
-#   1. ClusterIP Services web (pod a) and gone (pod b), with their slices
+#   1. ClusterIP Services web (pod a) and gone (pod b), with their slices;
+#      NodePort Service remote, both traffic policies Local, whose only
+#      endpoint (pod d) is on another node
 #   2. web's slice PATCHed live: pod b added ready, pod c added not ready
 #   3. Service gone deleted (its slice stays, as it would until the GC runs)
 #   4. web: ClusterIP -> NodePort 30080
@@ -30,6 +32,7 @@ api_namespace e2e
 add_pod a 1
 add_pod b 2
 add_pod c 3
+add_pod d 4
 WEB=http://10.96.10.10/id
 GONE=http://10.96.10.20/id
 NODEPORT=http://$NODE_IP:30080/id
@@ -46,6 +49,10 @@ COMMON=(--proxy-mode=iptables --hostname-override=node-1 --cluster-cidr=10.244.0
 UPSTREAM_FLAGS=("${COMMON[@]}" --iptables-localhost-nodeports=false)
 KPROXY_FLAGS=("${COMMON[@]}" "${NETNS_FLAGS[@]}" --kubeconfig="$KPROXY_KUBECONFIG" --iptables-localhost-nodeports=false)
 
+# series NAME{LABELS}: one labelled series' value, as the proxy serves it.
+series() {
+  curl -s -m 3 http://127.0.0.1:10249/metrics | awk -v n="$1" '$1 == n {print $2; exit}'
+}
 svc_has_seps() { [ "$(sep_count "$(svc_chain "e2e/$1:http")")" = "$2" ]; }
 no_svc_chain() { [ -z "$(svc_chain "e2e/$1:http")" ]; }
 has_nat_rule() { nat_rules | grep -qF -- "$1"; }
@@ -58,6 +65,26 @@ change() {
     slice web-1 web 10.244.1.2
     service gone 10.96.10.20
     slice gone-1 gone 10.244.2.2
+    kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: remote, namespace: e2e}
+spec:
+  type: NodePort
+  clusterIP: 10.96.10.30
+  externalTrafficPolicy: Local
+  internalTrafficPolicy: Local
+  selector: {app: remote}
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30081}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: remote-1, namespace: e2e, labels: {kubernetes.io/service-name: remote}}
+addressType: IPv4
+ports: [{name: http, protocol: TCP, port: 8080}]
+endpoints:
+- {addresses: ["10.244.4.2"], conditions: {ready: true}, nodeName: node-2}
+YAML
     ;;
   2)
     kubectl -n e2e patch endpointslice web-1 --type=json -p '[
@@ -93,6 +120,17 @@ verify() {
     wait_for 30 "$who: web has 1 endpoint chain, gone 1" eval 'svc_has_seps web 1 && svc_has_seps gone 1'
     check "$who stage 1: the ClusterIP reaches pod a only" answered_by "$WEB" a
     check "$who stage 1: the other ClusterIP reaches pod b" answered_by "$GONE" b
+    # Both policies Local, no local endpoint (upstream's iptables proxier):
+    # the cluster IP and outside clients of the NodePort are dropped; the
+    # node itself and pods reach the NodePort's cluster-wide endpoint
+    # through KUBE-EXT's short circuits.
+    check "$who stage 1: remote's ClusterIP (internal Local) is dropped" eval '[ -z "$(get http://10.96.10.30/id)" ]'
+    check "$who stage 1: remote's NodePort from outside (external Local) is dropped" eval "[ -z \"\$(get http://$NODE_IP:30081/id kp-client)\" ]"
+    check "$who stage 1: remote's NodePort from the node reaches pod d" answered_by "http://$NODE_IP:30081/id" d
+    check "$who stage 1: remote's NodePort from pod a reaches pod d" answered_by "http://$NODE_IP:30081/id" d kp-a
+    for policy in internal external; do
+      check "$who stage 1: no_local_endpoints{traffic_policy=$policy} is 1" eval "[ \"\$(series 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"$policy\"}')\" = 1 ]"
+    done
     ;;
   2)
     wait_for 30 "$who: web has 2 endpoint chains" svc_has_seps web 2

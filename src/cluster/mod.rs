@@ -20,4 +20,5 @@ pub use crate::net::{IpFamily, Protocol};
 pub use model::*;
 pub use object::{Kind, Object, ObjectRef, Problem, SourceEvent};
 pub use state::ClusterState;
+pub use topology::{NoLocalEndpoints, PolicyScope};
 pub use view::{ClusterView, StaticCluster};

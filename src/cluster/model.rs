@@ -173,7 +173,7 @@ pub struct Endpoint {
     pub addr: IpAddr,
     /// `conditions.ready` (nil means true).
     pub ready: bool,
-    /// `conditions.serving` (nil means the value of ready).
+    /// `conditions.serving` (nil means true, whatever ready says).
     pub serving: bool,
     /// `conditions.terminating` (nil means false).
     pub terminating: bool,

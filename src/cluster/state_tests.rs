@@ -53,7 +53,6 @@ fn names(v: &[&str]) -> Option<BTreeSet<ServiceName>> {
 fn store() -> ClusterState {
     ClusterState::new(ConvertOptions {
         node_name: "node-1".into(),
-        ..Default::default()
     })
 }
 

@@ -6,7 +6,7 @@
 //! the same fallback; topology hints narrow the cluster-wide set when every
 //! ready endpoint carries them and one matches this node or its zone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::model::{AddressType, EndpointSlice, Service, ServicePort, TrafficPolicy};
@@ -84,12 +84,14 @@ pub fn port_endpoints(
             if !seen.insert((ep.addr, sp.port)) {
                 continue;
             }
-            let ready = ep.ready || svc.publish_not_ready_addresses;
             out.push(PortEndpoint {
                 addr: ep.addr,
                 port: sp.port,
-                ready,
-                serving: ep.serving || ready,
+                ready: ep.ready || svc.publish_not_ready_addresses,
+                // Upstream keeps the slice's serving as it reads it
+                // (endpointslicecache.go addEndpoints): only the
+                // serving-terminating fallback looks at it.
+                serving: ep.serving,
                 terminating: ep.terminating,
                 is_local: ep.node_name.as_deref() == Some(node.name) && !node.name.is_empty(),
                 zone_hints: ep.zone_hints.clone(),
@@ -122,7 +124,9 @@ pub struct Categorized {
 }
 
 impl Categorized {
-    /// The endpoints for traffic arriving on the cluster IP.
+    /// The endpoints for traffic arriving on the cluster IP, where only the
+    /// local ones count under policy Local.
+    #[cfg(test)]
     pub fn internal<'a>(&'a self, svc: &Service) -> &'a [PortEndpoint] {
         match svc.internal_traffic_policy {
             TrafficPolicy::Cluster => &self.cluster,
@@ -131,6 +135,7 @@ impl Categorized {
     }
 
     /// The endpoints for traffic arriving on a NodePort, external IP or LB IP.
+    #[cfg(test)]
     pub fn external<'a>(&'a self, svc: &Service) -> &'a [PortEndpoint] {
         match svc.external_traffic_policy {
             TrafficPolicy::Cluster => &self.cluster,
@@ -139,14 +144,79 @@ impl Categorized {
     }
 }
 
+/// Upstream's UsesClusterEndpoints (serviceport.go): an externally
+/// reachable Service needs its cluster-wide endpoints even with both
+/// policies Local, for the pod and node traffic that short-circuits to them.
 fn uses_cluster(svc: &Service) -> bool {
-    svc.internal_traffic_policy == TrafficPolicy::Cluster
-        || (svc.is_external() && svc.external_traffic_policy == TrafficPolicy::Cluster)
+    svc.internal_traffic_policy == TrafficPolicy::Cluster || svc.is_external()
 }
 
 fn uses_local(svc: &Service) -> bool {
     svc.internal_traffic_policy == TrafficPolicy::Local
         || (svc.is_external() && svc.external_traffic_policy == TrafficPolicy::Local)
+}
+
+/// Which of a Service's two traffic policies, as upstream's metric labels
+/// `traffic_policy` name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyScope {
+    Internal,
+    External,
+}
+
+impl PolicyScope {
+    pub const ALL: [PolicyScope; 2] = [PolicyScope::Internal, PolicyScope::External];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PolicyScope::Internal => "internal",
+            PolicyScope::External => "external",
+        }
+    }
+}
+
+/// How many Services (IPVS mode) or Service ports (iptables mode) have a
+/// Local policy without a local endpoint while endpoints exist elsewhere,
+/// per policy and family: upstream's
+/// `kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy, ip_family}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NoLocalEndpoints(BTreeMap<(PolicyScope, IpFamily), u64>);
+
+impl NoLocalEndpoints {
+    pub fn add(&mut self, scope: PolicyScope, family: IpFamily, n: u64) {
+        *self.0.entry((scope, family)).or_default() += n;
+    }
+
+    pub fn get(&self, scope: PolicyScope, family: IpFamily) -> u64 {
+        self.0.get(&(scope, family)).copied().unwrap_or(0)
+    }
+
+    pub fn merge(&mut self, other: &NoLocalEndpoints) {
+        for (&(scope, family), &n) in &other.0 {
+            self.add(scope, family, n);
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+impl std::fmt::Display for NoLocalEndpoints {
+    /// `internal/IPv4=1 external/IPv4=2`, non-zero counts only; `0` when none.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|((scope, family), n)| format!("{}/{family}={n}", scope.label()))
+            .collect();
+        if parts.is_empty() {
+            write!(f, "0")
+        } else {
+            write!(f, "{}", parts.join(" "))
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,6 +431,49 @@ mod tests {
         ];
         let c = categorize(&s, &eps, &NODE);
         assert_eq!(addrs(c.internal(&s)), vec![2]);
+    }
+
+    #[test]
+    fn a_terminating_endpoint_without_serving_is_the_fallback() {
+        // Upstream reads an unset serving as true (endpointslicecache.go
+        // addEndpoints: `Serving == nil || *Serving`), so a terminating pod
+        // whose slice leaves serving out takes traffic when nothing is ready
+        // (topology.go CategorizeEndpoints: IsServing && IsTerminating).
+        let raw: k8s_openapi::api::discovery::v1::EndpointSlice =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-1", "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [
+                    {"addresses": ["10.244.0.1"], "nodeName": "node-1",
+                        "conditions": {"ready": false, "terminating": true}},
+                    {"addresses": ["10.244.0.2"], "nodeName": "node-2",
+                        "conditions": {"ready": false, "serving": false, "terminating": true}}
+                ]
+            }))
+            .unwrap();
+        let (slice, _) =
+            crate::cluster::convert::endpoint_slice(&raw, &Default::default()).unwrap();
+        let mut s = svc(
+            TrafficPolicy::Local,
+            TrafficPolicy::Cluster,
+            ServiceType::ClusterIp,
+        );
+        let port = ServicePort {
+            name: "http".into(),
+            protocol: crate::net::Protocol::Tcp,
+            port: 80,
+            target_port: TargetPort::Number(8080),
+            node_port: None,
+        };
+        s.ports = vec![port.clone()];
+        let eps = port_endpoints(&s, &port, IpFamily::V4, &[&slice], &NODE, &mut Vec::new());
+        let c = categorize(&s, &eps, &NODE);
+        assert_eq!(addrs(c.internal(&s)), vec![1]);
+        s.internal_traffic_policy = TrafficPolicy::Cluster;
+        let c = categorize(&s, &eps, &NODE);
+        assert_eq!(addrs(&c.cluster), vec![1]);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! Health follows kube-proxy's proxier health server: healthy while starting
 //! (no sync completed yet) and while no update is pending; unhealthy once an
 //! update has been queued and not applied for longer than the timeout
-//! (kube-proxy uses 2 × sync period). A failed sync does not clear a pending
-//! update, so a kernel that keeps refusing changes turns the node unhealthy.
+//! (kube-proxy uses 2 × sync period). A failed sync (a restore, ipset or
+//! link operation) does not clear a pending update, so a kernel that keeps
+//! refusing changes turns the node unhealthy; a sync whose only failures
+//! are refused IPVS operations counts as done, as upstream counts it
+//! (`SyncError::leaves_sync_done`), and is retried.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -18,6 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::cluster::IpFamily;
+use crate::cluster::topology::PolicyScope;
 use crate::config::{Config, ProxyMode};
 use crate::sync::{SyncObserver, SyncReport};
 
@@ -53,7 +58,7 @@ struct Metrics {
     network_programming: ByFamily,
     endpoint_changes: Counter,
     service_changes: Counter,
-    no_local_endpoints: Gauge,
+    no_local_endpoints: Family<Labels, Gauge>,
     healthz: Family<Labels, Counter>,
     livez: Family<Labels, Counter>,
     invalid_objects: Gauge,
@@ -79,7 +84,7 @@ impl Metrics {
             ),
             endpoint_changes: Counter::default(),
             service_changes: Counter::default(),
-            no_local_endpoints: Gauge::default(),
+            no_local_endpoints: Family::default(),
             healthz: Family::default(),
             livez: Family::default(),
             invalid_objects: Gauge::default(),
@@ -162,7 +167,7 @@ impl Metrics {
         );
         r.register(
             "kproxy_syncs",
-            "Syncs run, by result (ok, error)",
+            "Syncs run, by result (ok; partial: IPVS operations refused, retried; error)",
             m.syncs.clone(),
         );
         r.register(
@@ -184,6 +189,11 @@ impl Metrics {
         for f in family_labels(families) {
             let _ = self.sync_duration.get_or_create(&f);
             let _ = self.network_programming.get_or_create(&f);
+        }
+        for (scope, family) in no_local_labels(families) {
+            let _ = self
+                .no_local_endpoints
+                .get_or_create(&no_local_series(scope, family));
         }
     }
 
@@ -371,6 +381,23 @@ fn family_labels(families: &[&'static str]) -> Vec<Labels> {
         .collect()
 }
 
+/// Upstream sets both policies' series for every family its proxiers run
+/// (ipvs/proxier.go and iptables/proxier.go, syncProxyRules' end).
+fn no_local_labels(families: &[&'static str]) -> Vec<(PolicyScope, &'static str)> {
+    families
+        .iter()
+        .flat_map(|f| PolicyScope::ALL.into_iter().map(move |s| (s, *f)))
+        .collect()
+}
+
+/// Labels in the order upstream's Prometheus client prints them (sorted).
+fn no_local_series(scope: PolicyScope, family: &str) -> Labels {
+    vec![
+        ("ip_family".to_string(), family.to_string()),
+        ("traffic_policy".to_string(), scope.label().to_string()),
+    ]
+}
+
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -400,7 +427,15 @@ impl SyncObserver for Telemetry {
         }
         m.endpoint_changes.inc_by(report.endpoint_changes);
         m.service_changes.inc_by(report.service_changes);
-        m.no_local_endpoints.set(outcome.no_local_endpoints as i64);
+        for (scope, family) in no_local_labels(&lock(&self.health).families) {
+            let n = [IpFamily::V4, IpFamily::V6]
+                .into_iter()
+                .find(|f| f.name() == family)
+                .map_or(0, |f| outcome.no_local_endpoints.get(scope, f));
+            m.no_local_endpoints
+                .get_or_create(&no_local_series(scope, family))
+                .set(n as i64);
+        }
         for (kind, n) in &outcome.ops {
             m.kernel_ops
                 .get_or_create(&vec![("kind".to_string(), kind.to_string())])
@@ -414,11 +449,18 @@ impl SyncObserver for Telemetry {
         let distinct: BTreeSet<_> = outcome.problems.iter().map(|p| &p.object).collect();
         m.skipped.store(distinct.len() as i64, Ordering::Relaxed);
         m.update_invalid();
-        let result = if outcome.ok() { "ok" } else { "error" };
+        // partial: done, with operations refused (retried).
+        let result = if outcome.ok() {
+            "ok"
+        } else if outcome.done() {
+            "partial"
+        } else {
+            "error"
+        };
         m.syncs
             .get_or_create(&vec![("result".to_string(), result.to_string())])
             .inc();
-        if !outcome.ok() {
+        if !outcome.done() {
             // The pending update (if any) stays pending.
             return;
         }
@@ -498,6 +540,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    fn empty_report() -> SyncReport {
+        SyncReport {
+            started: SystemTime::now(),
+            duration: Duration::from_millis(3),
+            full: true,
+            outcome: Default::default(),
+            service_changes: 0,
+            endpoint_changes: 0,
+            trigger_times: vec![],
+            rejected_objects: 0,
+            health_checks: vec![],
+        }
+    }
+
     #[test]
     fn go_time_format() {
         assert_eq!(go_time(UNIX_EPOCH), "1970-01-01T00:00:00Z");
@@ -518,30 +574,61 @@ mod tests {
     #[test]
     fn a_failed_sync_keeps_the_update_pending() {
         let t = Telemetry::new(Duration::ZERO);
-        let ok = SyncReport {
-            started: SystemTime::now(),
-            duration: Duration::from_millis(3),
-            full: true,
-            outcome: Default::default(),
-            service_changes: 0,
-            endpoint_changes: 0,
-            trigger_times: vec![],
-            rejected_objects: 0,
-            health_checks: vec![],
-        };
+        let ok = empty_report();
         t.synced(&ok);
         assert!(t.health().healthy);
         t.queued();
         let mut failed = ok.clone();
-        failed.outcome.errors.push(crate::sync::SyncError::Refused(
-            crate::kernel::KernelError::errno("add virtual server TCP 10.0.0.1:80", libc::EEXIST),
-        ));
+        failed.outcome.errors.push(crate::sync::SyncError::Rules {
+            family: IpFamily::V4,
+            services: 3,
+            source: crate::kernel::KernelError::new("iptables-restore", "line 7 failed"),
+        });
         t.synced(&failed);
         let h = t.health();
         assert!(!h.healthy);
         assert!(h.last_updated < h.current_time);
         t.synced(&ok);
         assert!(t.health().healthy);
+    }
+
+    #[test]
+    fn a_refused_virtual_server_leaves_the_sync_done() {
+        // Upstream's IPVS proxier logs a virtual server the kernel refuses
+        // and still updates its health server (pkg/proxy/ipvs/proxier.go
+        // syncProxyRules); a dummy-link failure returns before that.
+        let t = Telemetry::new(Duration::ZERO);
+        let mut report = empty_report();
+        t.synced(&report);
+        t.queued();
+        let refused =
+            crate::kernel::KernelError::errno("add virtual server TCP 10.0.0.1:80", libc::EEXIST);
+        report.outcome.errors = vec![
+            crate::sync::SyncError::Refused(refused.clone()),
+            crate::sync::SyncError::RealServersOrphaned {
+                service: crate::kernel::ipvs::ServiceKey {
+                    addr: "10.0.0.1".parse().unwrap(),
+                    protocol: crate::net::Protocol::Tcp,
+                    port: 80,
+                },
+                count: 2,
+            },
+        ];
+        t.synced(&report);
+        assert!(t.health().healthy);
+        let m = t.encode_metrics();
+        assert!(
+            m.contains("kproxy_syncs_total{result=\"partial\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("kproxy_sync_errors_total{kind=\"refused\"} 1"),
+            "{m}"
+        );
+        t.queued();
+        report.outcome.errors = vec![crate::sync::SyncError::Link(refused)];
+        t.synced(&report);
+        assert!(!t.health().healthy);
     }
 
     #[test]
@@ -558,6 +645,36 @@ mod tests {
                 let series = format!("{name}{{ip_family=\"{f}\"}}");
                 assert!(m.contains(&series), "{series} missing:\n{m}");
             }
+        }
+    }
+
+    #[test]
+    fn no_local_endpoints_by_policy_and_family() {
+        // Upstream's series: traffic_policy internal/external × ip_family,
+        // one pair per family (metrics.go SyncProxyRulesNoLocalEndpointsTotal).
+        let t = Telemetry::new(Duration::from_secs(60));
+        t.set_families(vec!["IPv4", "IPv6"]);
+        let mut report = empty_report();
+        report
+            .outcome
+            .no_local_endpoints
+            .add(PolicyScope::External, IpFamily::V4, 2);
+        report
+            .outcome
+            .no_local_endpoints
+            .add(PolicyScope::Internal, IpFamily::V6, 1);
+        t.synced(&report);
+        let m = t.encode_metrics();
+        let name = "kubeproxy_sync_proxy_rules_no_local_endpoints_total";
+        for (policy, family, n) in [
+            ("internal", "IPv4", 0),
+            ("external", "IPv4", 2),
+            ("internal", "IPv6", 1),
+            ("external", "IPv6", 0),
+        ] {
+            let series =
+                format!("{name}{{ip_family=\"{family}\",traffic_policy=\"{policy}\"}} {n}\n");
+            assert!(m.contains(&series), "{series} missing:\n{m}");
         }
     }
 

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use super::service_port::PortPlan;
-use crate::cluster::topology::{self, NodeView, PortEndpoint};
+use crate::cluster::topology::{self, NoLocalEndpoints, NodeView, PortEndpoint};
 use crate::cluster::{
     ClusterView, IpFamily, Problem, Service, ServiceName, ServicePort, ServicePortName,
 };
@@ -72,7 +72,7 @@ pub struct Plan {
     pub ruleset: Ruleset,
     pub problems: Vec<Problem>,
     /// Service ports with a Local policy in use and no local endpoint.
-    pub no_local_endpoints: u64,
+    pub no_local_endpoints: NoLocalEndpoints,
     /// Services with at least one port programmed in this family.
     pub services: BTreeSet<ServiceName>,
 }
@@ -209,7 +209,7 @@ pub fn plan(
         out.services.insert(p.svc.name.clone());
         let cat = topology::categorize(p.svc, &p.endpoints, &view);
         let port = PortPlan::new(p.svc, p.port, p.cluster_ip, &cat, family);
-        out.no_local_endpoints += port.no_local_endpoints();
+        port.count_no_local_endpoints(family, &mut out.no_local_endpoints);
         b.service_port(&port);
     }
 

@@ -142,7 +142,7 @@ impl<I: Iptables> IptablesProxier<I> {
                     outcome.problems.push(p.clone());
                 }
             }
-            outcome.no_local_endpoints += plan.no_local_endpoints;
+            outcome.no_local_endpoints.merge(&plan.no_local_endpoints);
             let mode = match changed {
                 Some(c) => SyncMode::Partial(c),
                 None => SyncMode::Full,

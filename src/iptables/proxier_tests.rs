@@ -287,7 +287,9 @@ fn local_policy_without_local_endpoints_drops_external_traffic() {
     let c = cluster(vec![(s, vec![("10.244.2.1", "node-2")])]);
     let mut p = proxier(vec![IpFamily::V4]);
     let out = p.sync_view(&c, None);
-    assert_eq!(out.no_local_endpoints, 1);
+    // Upstream counts it under external/IPv4 only (iptables/proxier.go,
+    // serviceNoLocalEndpointsTotalExternal).
+    assert_eq!(out.no_local_endpoints.to_string(), "external/IPv4=1");
     let text = p.last_restore(IpFamily::V4).unwrap();
     assert!(text.contains(
         "-A KUBE-EXTERNAL-SERVICES -m comment --comment \"default/local:http has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 30070 -j DROP"
@@ -307,6 +309,51 @@ fn local_policy_without_local_endpoints_drops_external_traffic() {
         .filter(|l| l.starts_with(&format!("-A {ext} ")))
         .collect();
     assert_eq!(ext_rules.len(), 3, "{ext_rules:?}");
+    assert!(!text.contains("KUBE-SVL-"));
+}
+
+#[test]
+fn both_policies_local_without_local_endpoints() {
+    // Upstream's iptables proxier (syncProxyRules): a NodePort Service uses
+    // its Cluster endpoints even with both policies Local
+    // (serviceport.go UsesClusterEndpoints), for KUBE-EXT's short circuits;
+    // the cluster IP is dropped (internal Local), outside traffic to the
+    // node port too (external Local), and each policy is counted.
+    let mut s = service("default", "local", "10.96.0.71", "http", 80);
+    s.service_type = ServiceType::NodePort;
+    s.ports[0].node_port = Some(30071);
+    s.external_traffic_policy = TrafficPolicy::Local;
+    s.internal_traffic_policy = TrafficPolicy::Local;
+    let c = cluster(vec![(s, vec![("10.244.2.1", "node-2")])]);
+    let mut p = proxier(vec![IpFamily::V4]);
+    let out = p.sync_view(&c, None);
+    assert_eq!(
+        out.no_local_endpoints.to_string(),
+        "internal/IPv4=1 external/IPv4=1"
+    );
+    let text = p.last_restore(IpFamily::V4).unwrap();
+    for rule in [
+        "-A KUBE-SERVICES -m comment --comment \"default/local:http has no local endpoints\" -m tcp -p tcp -d 10.96.0.71 --dport 80 -j DROP",
+        "-A KUBE-EXTERNAL-SERVICES -m comment --comment \"default/local:http has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 30071 -j DROP",
+    ] {
+        assert!(text.contains(rule), "{rule} missing:\n{text}");
+    }
+    let spn = ServicePortName {
+        service: ServiceName::new("default", "local"),
+        port: "http".into(),
+        protocol: Protocol::Tcp,
+    };
+    let svc = service_chain("KUBE-SVC-", &spn);
+    let ext = service_chain("KUBE-EXT-", &spn);
+    assert!(
+        text.contains(&format!("-A {ext} -m comment --comment \"route LOCAL traffic for default/local:http external destinations\" -m addrtype --src-type LOCAL -j {svc}")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("-A {svc} ")) && l.contains("KUBE-SEP-")),
+        "the Cluster chain must reach the remote endpoint:\n{text}"
+    );
     assert!(!text.contains("KUBE-SVL-"));
 }
 

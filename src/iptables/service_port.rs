@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::planner::{Builder, endpoint_chain, service_chain};
-use crate::cluster::topology::{Categorized, PortEndpoint};
+use crate::cluster::topology::{Categorized, NoLocalEndpoints, PolicyScope, PortEndpoint};
 use crate::cluster::{
     IpFamily, IpMode, Service, ServicePort, ServicePortName, ServiceType, TrafficPolicy,
 };
@@ -95,8 +95,11 @@ impl<'a> PortPlan<'a> {
         });
         let externally_accessible =
             node_port.is_some() || !external_ips.is_empty() || !lb_vips.is_empty();
+        // Upstream's ExternalPolicyLocal is the Service's (pkg/api/v1/service
+        // util.go), not this family's: it decides the count below even when
+        // the port has no external destination in this family.
         let external_local =
-            externally_accessible && svc.external_traffic_policy == TrafficPolicy::Local;
+            svc.is_external() && svc.external_traffic_policy == TrafficPolicy::Local;
         let internal_local = svc.internal_traffic_policy == TrafficPolicy::Local;
 
         let has_endpoints = cat.has_any;
@@ -157,12 +160,19 @@ impl<'a> PortPlan<'a> {
         }
     }
 
-    /// Policies in use that have no local endpoint (0, 1 or 2).
-    pub(super) fn no_local_endpoints(&self) -> u64 {
+    /// Count this port under each Local policy it has no local endpoint
+    /// for, when it has endpoints elsewhere (upstream's iptables proxier
+    /// counts per Service port, where it writes the DROP rules).
+    pub(super) fn count_no_local_endpoints(&self, family: IpFamily, out: &mut NoLocalEndpoints) {
         if !self.has_endpoints {
-            return 0;
+            return;
         }
-        u64::from(!self.has_internal) + u64::from(!self.has_external)
+        if !self.has_internal {
+            out.add(PolicyScope::Internal, family, 1);
+        }
+        if !self.has_external {
+            out.add(PolicyScope::External, family, 1);
+        }
     }
 
     fn internal_chain(&self) -> &str {

@@ -119,12 +119,13 @@ fn count_core(batch: &[Op], results: Vec<Result<(), KernelError>>, outcome: &mut
             {
                 *orphaned.entry(*k).or_default() += 1;
             }
-            (Err(e), _) => {
-                if let Op::Ipvs(IpvsOp::AddService(vs)) = op {
+            (Err(e), Op::Ipvs(ipvs_op)) => {
+                if let IpvsOp::AddService(vs) = ipvs_op {
                     refused.insert(vs.key);
                 }
                 outcome.errors.push(SyncError::Refused(e));
             }
+            (Err(e), _) => outcome.errors.push(SyncError::Link(e)),
         }
     }
     for (service, count) in orphaned {

@@ -10,7 +10,7 @@ use clap::Parser;
 use super::IpvsProxier;
 use super::live::Companions;
 use super::planner::{PlanConfig, plan};
-use super::planner_tests::{fixture, state_from_yaml, test_node};
+use super::planner_tests::{fixture, node_for, state_from_yaml, test_node};
 use super::rules::{RuleConfig, ruleset};
 use super::sets::{DesiredSets, Set};
 use crate::config::{Config, Flags};
@@ -38,7 +38,7 @@ fn config(flags: &[&str]) -> Config {
 fn rendered_rules(fixture_name: &str, flags: &[&str], family: IpFamily) -> String {
     let cfg = config(flags);
     let (state, _) = state_from_yaml(&fixture(fixture_name), &cfg);
-    let p = plan(&state, &test_node(), &PlanConfig::from(&cfg));
+    let p = plan(&state, &node_for(&state), &PlanConfig::from(&cfg));
     let rs = ruleset(family, &p.sets, &RuleConfig::from(&cfg));
     RestorePlan {
         nat: rs.nat.chains.iter().collect(),

@@ -4,7 +4,8 @@
 //!
 //! Ownership: kproxy deletes a virtual server only when it sits on an address
 //! bound to kube-ipvs0 (or one it is about to bind), or on a node address
-//! with a port in the NodePort range, and never inside `--ipvs-exclude-cidrs`.
+//! with a port in the NodePort range or listed in kproxy's KUBE-NODE-PORT-*
+//! sets (or one a Service wants), and never inside `--ipvs-exclude-cidrs`.
 //! Everything else in the table belongs to someone else and is left alone.
 
 use std::collections::BTreeSet;
@@ -51,9 +52,16 @@ impl Ownership {
             return false;
         }
         let (lo, hi) = self.nodeport_range;
+        // A nodePort outside the range (the API server's may be wider) is
+        // known as kproxy's by the set member written with it: the sets
+        // outlive a restart, so its virtual server still goes with its
+        // Service after one.
         live.bound.contains(&key.addr)
             || desired.bound.contains(&key.addr)
-            || (live.node_addresses.contains(&key.addr) && (lo..=hi).contains(&key.port))
+            || (live.node_addresses.contains(&key.addr)
+                && ((lo..=hi).contains(&key.port)
+                    || live.in_node_port_set(key)
+                    || desired.table.services.contains_key(key)))
     }
 }
 

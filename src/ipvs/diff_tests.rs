@@ -454,3 +454,60 @@ fn udp_and_sctp_real_servers_are_deleted_at_once() {
         );
     }
 }
+
+#[test]
+fn a_nodeport_outside_the_range_is_owned_through_its_set_member() {
+    // After a restart kproxy knows only the kernel: a virtual server on a
+    // node address with a port outside --nodeport-range is its own when
+    // its KUBE-NODE-PORT-* set lists that port (kproxy wrote it there with
+    // the virtual server), and goes when its Service has gone.
+    use crate::kernel::ipset::LiveSet;
+    let with_member = |set: &str, member: &str| {
+        let mut live = node_live();
+        let mut sets = std::collections::BTreeMap::new();
+        sets.insert(
+            set.to_string(),
+            LiveSet {
+                set_type: "bitmap:port".into(),
+                options: Vec::new(),
+                entries: [member.to_string()].into_iter().collect(),
+            },
+        );
+        live.companions = Some(crate::ipvs::live::LiveCompanions {
+            sets,
+            tables: Default::default(),
+        });
+        let e = entry(vs("192.168.58.2", 8080, "rr"), &[rs("10.0.0.5", 8080, 1)]);
+        live.table.services.insert(e.service.key, e);
+        live
+    };
+    let live = with_member("KUBE-NODE-PORT-TCP", "8080");
+    let ops = diff(&IpvsPlan::default(), &live, &Ownership::default());
+    assert!(
+        ops.contains(&Op::Ipvs(IpvsOp::DelService(key("192.168.58.2", 8080)))),
+        "{ops:?}"
+    );
+    // Another port in the set, or the same port in another protocol's set:
+    // someone else's virtual server, left alone.
+    for (set, member) in [
+        ("KUBE-NODE-PORT-TCP", "8081"),
+        ("KUBE-NODE-PORT-UDP", "8080"),
+    ] {
+        let live = with_member(set, member);
+        let ops = diff(&IpvsPlan::default(), &live, &Ownership::default());
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::Ipvs(IpvsOp::DelService(_)))),
+            "{set} {member}: {ops:?}"
+        );
+    }
+    // A plan that wants it edits it even before the set lists the port.
+    let live = with_member("KUBE-NODE-PORT-TCP", "9999");
+    let want = plan_of(vec![entry(vs("192.168.58.2", 8080, "rr"), &[])], &[]);
+    let ops = diff(&want, &live, &Ownership::default());
+    assert!(
+        ops.iter()
+            .any(|o| matches!(o, Op::Ipvs(IpvsOp::DelDest(..)))),
+        "{ops:?}"
+    );
+}

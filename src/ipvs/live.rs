@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::planner::DUMMY_LINK;
-use super::sets::{DesiredSets, Set};
+use super::sets::{DesiredSets, Set, ip_port};
 use crate::kernel::KernelError;
 use crate::kernel::ipset::{Ipsets, LiveSet};
 use crate::kernel::iptables::Iptables;
-use crate::kernel::ipvs::{Ipvs, IpvsTable};
+use crate::kernel::ipvs::{Ipvs, IpvsTable, ServiceKey};
 use crate::kernel::link::{Links, LocalAddress};
-use crate::net::IpFamily;
+use crate::net::{IpFamily, Protocol};
 use crate::netfilter::ruleset::SavedTables;
 
 /// What was read from the kernel before a sync.
@@ -30,6 +30,28 @@ pub struct LiveState {
     /// The ipsets and iptables tables; None when kproxy runs without
     /// companions (no ipset or iptables on the node, or tests of IPVS alone).
     pub companions: Option<LiveCompanions>,
+}
+
+impl LiveState {
+    /// Whether this (node-address) virtual server's port is a member of
+    /// kproxy's KUBE-NODE-PORT-* set of its protocol and family, as read.
+    pub fn in_node_port_set(&self, key: &ServiceKey) -> bool {
+        let Some(c) = &self.companions else {
+            return false;
+        };
+        let family = IpFamily::of(&key.addr);
+        let (plain, _) = Set::node_port(key.protocol);
+        // The member as the planner writes it: a port for the bitmaps, the
+        // address and port for SCTP's hash.
+        let member = if key.protocol == Protocol::Sctp {
+            ip_port(key.addr, key.protocol, key.port)
+        } else {
+            key.port.to_string()
+        };
+        c.sets
+            .get(&plain.name(family))
+            .is_some_and(|s| s.entries.contains(&member))
+    }
 }
 
 /// IPVS mode's ipsets and the tables its companion chains live in.

@@ -7,13 +7,15 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::cluster::topology::{Categorized, NodeView, categorize, port_endpoints};
+use crate::cluster::topology::{
+    Categorized, NoLocalEndpoints, NodeView, PolicyScope, PortEndpoint, categorize, port_endpoints,
+};
 use crate::cluster::{
     ClusterState, IpFamily, IpMode, Kind, Node, ObjectRef, Problem, Service, ServiceName,
     ServicePort, ServiceType, TrafficPolicy,
 };
 use crate::config::NodePortAddresses;
-use crate::config::system::nodeport_addresses_in_effect;
+use crate::config::system::{node_ips, nodeport_addresses_in_effect};
 use crate::kernel::ipvs::{
     DestKey, ForwardMethod, IpvsTable, Persistence, RealServer, ServiceEntry, ServiceKey,
     VirtualServer,
@@ -102,8 +104,9 @@ pub struct IpvsPlan {
     pub owners: BTreeMap<ServiceKey, ServiceName>,
     /// Objects (or parts) skipped, each with its reason.
     pub problems: Vec<Problem>,
-    /// Service ports whose Local policy found no local endpoint.
-    pub no_local_endpoints: u64,
+    /// Services whose Local policy found no local endpoint, as upstream's
+    /// IPVS proxier counts them (per Service, not per port).
+    pub no_local_endpoints: NoLocalEndpoints,
     /// Members of the ipsets the companion iptables rules match.
     pub sets: DesiredSets,
     /// The companion chains and jumps, per family.
@@ -185,24 +188,37 @@ pub fn plan(state: &ClusterState, node: &NodeContext, cfg: &PlanConfig) -> IpvsP
                     plan.sets.add(family, Set::LoopBack, entry);
                 }
                 let cat = categorize(svc, &eps, &view);
-                count_no_local(&mut plan, svc, &cat);
                 ports.push((svc, port, family, cat));
             }
         }
     }
+    // Upstream's proxier.nodeIP, per family (detectNodeIPs: the Node's
+    // address, --bind-address, else loopback): whether a load balancer's
+    // source ranges let the node itself in is decided on it alone.
+    let ips = node_ips(&node.node_addresses, cfg.bind_address);
+    let node_ip = |f: IpFamily| match f {
+        IpFamily::V4 => ips.ipv4,
+        IpFamily::V6 => ips.ipv6,
+    };
+    let mut no_local = NoLocal::new();
     for pass in [Pass::ClusterIps, Pass::Others] {
         for (svc, port, family, cat) in &ports {
             plan_port(
                 &mut plan,
+                &mut no_local,
                 pass,
                 svc,
                 port,
                 *family,
                 cat,
                 &node_addrs[family],
+                node_ip(*family),
                 cfg,
             );
         }
+    }
+    for (scope, family, _) in no_local {
+        plan.no_local_endpoints.add(scope, family, 1);
     }
     // Cluster IPs are always bound; an external or load-balancer IP that is
     // already one of the node's own addresses is not (upstream's proxier.go:
@@ -252,16 +268,49 @@ enum Pass {
     Others,
 }
 
-fn count_no_local(plan: &mut IpvsPlan, svc: &Service, cat: &Categorized) {
-    if svc.internal_traffic_policy == TrafficPolicy::Local && cat.local.is_empty() {
-        plan.no_local_endpoints += 1;
+/// The Services upstream's IPVS proxier counts as having no local endpoint:
+/// a set of names per policy and family, so a Service counts once however
+/// many ports and virtual servers it has.
+type NoLocal = BTreeSet<(PolicyScope, IpFamily, ServiceName)>;
+
+/// The real servers of one virtual server, as upstream's syncEndpoint
+/// (pkg/proxy/ipvs/proxier.go) picks them: with the policy that applies
+/// Local and no local endpoint, the cluster-wide endpoints (kubernetes#97081:
+/// local pods still reach the Service; replies to outside clients are lost
+/// without SNAT). Those are empty when the Service never uses its Cluster
+/// policy (internal Local and not externally reachable). The Service is then
+/// counted under each of its Local policies, if it has endpoints anywhere.
+fn vip_endpoints<'a>(
+    no_local: &mut NoLocal,
+    svc: &Service,
+    family: IpFamily,
+    kind: VipKind,
+    cat: &'a Categorized,
+) -> &'a [PortEndpoint] {
+    let internal_local = svc.internal_traffic_policy == TrafficPolicy::Local;
+    let external_local = svc.is_external() && svc.external_traffic_policy == TrafficPolicy::Local;
+    let only_local = if kind == VipKind::ClusterIp {
+        internal_local
+    } else {
+        external_local
+    };
+    if !only_local {
+        return &cat.cluster;
     }
-    if svc.is_external()
-        && svc.external_traffic_policy == TrafficPolicy::Local
-        && cat.local.is_empty()
-    {
-        plan.no_local_endpoints += 1;
+    if !cat.local.is_empty() {
+        return &cat.local;
     }
+    if cat.has_any {
+        for (local, scope) in [
+            (internal_local, PolicyScope::Internal),
+            (external_local, PolicyScope::External),
+        ] {
+            if local {
+                no_local.insert((scope, family, svc.name.clone()));
+            }
+        }
+    }
+    &cat.cluster
 }
 
 /// Where a virtual server comes from, for naming it in problems.
@@ -285,12 +334,14 @@ enum VipKind {
 #[allow(clippy::too_many_arguments)]
 fn plan_port(
     plan: &mut IpvsPlan,
+    no_local: &mut NoLocal,
     pass: Pass,
     svc: &Service,
     port: &ServicePort,
     family: IpFamily,
     cat: &Categorized,
     node_addrs: &[IpAddr],
+    node_ip: IpAddr,
     cfg: &PlanConfig,
 ) {
     let persistence = svc.affinity_timeout.map(|timeout| Persistence {
@@ -355,16 +406,12 @@ fn plan_port(
             }
             continue;
         }
-        let endpoints = if kind == VipKind::ClusterIp {
-            cat.internal(svc)
-        } else {
-            cat.external(svc)
-        };
+        let endpoints = vip_endpoints(no_local, svc, family, kind, cat);
         let mut entry = ServiceEntry::new(VirtualServer {
             key,
             scheduler: cfg.scheduler.clone(),
             persistence,
-            sched_flags: 0,
+            sched_flags: sched_flags(&cfg.scheduler),
         });
         for ep in endpoints {
             let dk = DestKey {
@@ -385,7 +432,19 @@ fn plan_port(
         }
         plan.owners.insert(key, svc.name.clone());
         plan.table.services.insert(key, entry);
-        add_set_members(plan, svc, family, kind, key, node_addrs);
+        add_set_members(plan, svc, family, kind, key, node_ip);
+    }
+}
+
+/// Upstream's scheduler flags (pkg/proxy/ipvs/proxier.go syncProxyRules):
+/// `mh` hashes on the source port too (FlagSourceHash, 0x10: mh-port), so
+/// that one client's connections spread; every other scheduler, `sh`
+/// included, gets none.
+fn sched_flags(scheduler: &str) -> u32 {
+    if scheduler == "mh" {
+        super::render::SVC_F_SCHED2
+    } else {
+        0
     }
 }
 
@@ -398,7 +457,7 @@ fn add_set_members(
     family: IpFamily,
     kind: VipKind,
     key: ServiceKey,
-    node_addrs: &[IpAddr],
+    node_ip: IpAddr,
 ) {
     let local = svc.external_traffic_policy == TrafficPolicy::Local;
     let entry = ip_port(key.addr, key.protocol, key.port);
@@ -426,12 +485,10 @@ fn add_set_members(
                     sets.add(family, Set::LoadBalancerSourceCidr, m);
                 }
                 // The node reaching the load balancer uses the VIP (bound
-                // here) as its source: let it through when the node itself
-                // is inside an allowed range.
-                if node_addrs
-                    .iter()
-                    .any(|a| ranges.iter().any(|n| n.contains(a)))
-                {
+                // here) as its source: let it through when the node's
+                // primary IP is inside an allowed range; otherwise the
+                // companion rules drop it in KUBE-IPVS-OUT-FILTER.
+                if ranges.iter().any(|n| n.contains(&node_ip)) {
                     let m = ip_port_ip(key.addr, key.protocol, key.port, key.addr);
                     sets.add(family, Set::LoadBalancerSourceIp, m);
                 }

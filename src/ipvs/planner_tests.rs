@@ -57,6 +57,16 @@ pub(crate) fn test_node() -> NodeContext {
     }
 }
 
+/// The test node, with what the fixture's Node object (if any) says of it.
+pub(crate) fn node_for(state: &ClusterState) -> NodeContext {
+    let mut node = test_node();
+    if let Some(n) = state.node() {
+        node.zone = n.zone.clone();
+        node.node_addresses = n.addresses.clone();
+    }
+    node
+}
+
 fn config_for(text: &str) -> Config {
     let mut args = vec!["kproxy".to_string(), "--hostname-override=node-1".into()];
     for line in text.lines() {
@@ -80,7 +90,6 @@ pub(crate) fn state_from_objects(
     config: &Config,
 ) -> (ClusterState, Vec<String>) {
     let mut state = ClusterState::new(ConvertOptions {
-        nodeport_range: config.nodeport_range,
         node_name: config.hostname.clone(),
     });
     let mut by_kind: std::collections::BTreeMap<Kind, Vec<Object>> = Default::default();
@@ -103,9 +112,7 @@ fn rendering(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
     let config = config_for(&text);
     let (state, mut problems) = state_from_yaml(&text, &config);
-    let mut node = test_node();
-    node.zone = state.node().and_then(|n| n.zone.clone());
-    let p = plan(&state, &node, &PlanConfig::from(&config));
+    let p = plan(&state, &node_for(&state), &PlanConfig::from(&config));
     problems.extend(p.problems.iter().map(|p| p.to_string()));
     problems.sort();
     let mut out = render(&p.table);
@@ -157,7 +164,6 @@ fn plans_do_not_depend_on_the_order_objects_arrive_in() {
         let objects = parse_text(Path::new("fixture.yaml"), &text).unwrap();
         let plan_of = |order: &[Object]| {
             let mut state = ClusterState::new(ConvertOptions {
-                nodeport_range: config.nodeport_range,
                 node_name: config.hostname.clone(),
             });
             for obj in order {
@@ -355,4 +361,170 @@ endpoints: [{addresses: [10.244.1.7], conditions: {ready: true}, nodeName: node-
         .unwrap();
     assert!(!ipvs_ips.contains("192.168.58.2"), "{ipvs_ips:?}");
     assert!(ipvs_ips.contains("203.0.113.7"), "{ipvs_ips:?}");
+}
+
+/// Upstream's TestNoEndpointsMetric (pkg/proxy/ipvs/proxier_test.go): one
+/// Service (NodePort when an external policy is set) with three endpoints,
+/// and the gauge per policy; plus what syncEndpoint (proxier.go) then puts
+/// behind each virtual server: with its policy Local and no local endpoint,
+/// the cluster-wide endpoints (kubernetes#97081), which a Service that never
+/// uses its Cluster policy (internal Local, not externally reachable) has
+/// none of.
+#[test]
+fn local_policy_without_local_endpoints_as_upstream_syncs_it() {
+    use crate::cluster::{IpFamily, PolicyScope};
+    // (internal policy, external policy, endpoint nodes, internal count,
+    // external count, real servers on the cluster IP, on the node port)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        u64,
+        u64,
+        usize,
+        usize,
+    );
+    let cases: [Case; 7] = [
+        ("Local", "", &["node-1", "node-a", "node-b"], 0, 0, 1, 0),
+        ("", "Local", &["node-1", "node-a", "node-b"], 0, 0, 3, 1),
+        (
+            "Local",
+            "Local",
+            &["node-1", "node-a", "node-b"],
+            0,
+            0,
+            1,
+            1,
+        ),
+        ("Local", "", &["node-0", "node-a", "node-b"], 1, 0, 0, 0),
+        ("", "Local", &["node-0", "node-a", "node-b"], 0, 1, 3, 3),
+        (
+            "Local",
+            "Local",
+            &["node-0", "node-a", "node-b"],
+            1,
+            1,
+            3,
+            3,
+        ),
+        ("Local", "Local", &[], 0, 0, 0, 0),
+    ];
+    for (itp, etp, nodes, internal, external, on_cluster_ip, on_node_port) in cases {
+        let mut spec = String::from("clusterIP: 172.20.1.1, selector: {foo: bar}");
+        if !itp.is_empty() {
+            spec.push_str(&format!(", internalTrafficPolicy: {itp}"));
+        }
+        if !etp.is_empty() {
+            spec.push_str(&format!(", type: NodePort, externalTrafficPolicy: {etp}"));
+        }
+        // The API server refuses a nodePort on a ClusterIP Service.
+        let node_port = if etp.is_empty() {
+            ""
+        } else {
+            ", nodePort: 30000"
+        };
+        let mut text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc1, namespace: ns1}}\n\
+             spec: {{{spec}, ports: [{{name: p80, port: 80, targetPort: 80, protocol: TCP{node_port}}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: svc1-1, namespace: ns1, labels: {{kubernetes.io/service-name: svc1}}}}\n\
+             addressType: IPv4\nports: [{{name: p80, port: 80, protocol: TCP}}]\nendpoints:{}\n",
+            if nodes.is_empty() { " []" } else { "" }
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            text.push_str(&format!(
+                "- {{addresses: [10.0.1.{}], conditions: {{ready: true}}, nodeName: {n}}}\n",
+                i + 1
+            ));
+        }
+        let (state, problems) = state_from_yaml(&text, &config_for(""));
+        assert!(problems.is_empty(), "{problems:?}");
+        let p = plan(&state, &test_node(), &PlanConfig::default());
+        let case = format!("itp {itp:?} etp {etp:?} on {nodes:?}");
+        let counts = &p.no_local_endpoints;
+        assert_eq!(
+            (
+                counts.get(PolicyScope::Internal, IpFamily::V4),
+                counts.get(PolicyScope::External, IpFamily::V4)
+            ),
+            (internal, external),
+            "{case}"
+        );
+        let dests = |addr: &str, port: u16| {
+            let key = crate::kernel::ipvs::ServiceKey {
+                addr: addr.parse().unwrap(),
+                protocol: crate::net::Protocol::Tcp,
+                port,
+            };
+            p.table.services.get(&key).map(|e| e.dests.len())
+        };
+        assert_eq!(dests("172.20.1.1", 80), Some(on_cluster_ip), "{case}");
+        let node_port = dests("192.168.58.2", 30000);
+        if etp.is_empty() {
+            assert_eq!(node_port, None, "{case}");
+        } else {
+            assert_eq!(node_port, Some(on_node_port), "{case}");
+        }
+    }
+}
+
+/// Upstream lets the node reach a source-ranged load balancer only when its
+/// primary IP (proxier.nodeIP: the Node's address, else --bind-address,
+/// else loopback) is in a range (pkg/proxy/ipvs/proxier.go syncProxyRules,
+/// `cidr.Contains(proxier.nodeIP)`); otherwise the VIP goes to
+/// lbNoNodeAccessIPPortProtocolEntries and KUBE-IPVS-OUT-FILTER drops it.
+/// Another local address inside a range does not count.
+#[test]
+fn the_node_reaches_a_source_ranged_load_balancer_by_its_primary_ip() {
+    use super::rules::RuleConfig;
+    use super::sets::Set;
+    use crate::cluster::IpFamily;
+    let lb = |range: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: lb, namespace: default}}\n\
+             spec: {{type: LoadBalancer, clusterIP: 10.96.0.170, loadBalancerSourceRanges: [{range}],\n  \
+             ports: [{{protocol: TCP, port: 80, targetPort: 8080, nodePort: 31170}}]}}\n\
+             status: {{loadBalancer: {{ingress: [{{ip: 203.0.113.17}}]}}}}\n"
+        )
+    };
+    let node = "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n\
+                status: {addresses: [{type: InternalIP, address: 192.168.58.2}]}\n";
+    // (source range, with the Node object, the node let in)
+    let cases = [
+        ("192.168.58.0/24", true, true),
+        ("10.1.0.0/16", true, false),
+        ("192.168.58.0/24", false, false),
+    ];
+    for (range, with_node, allowed) in cases {
+        let mut text = lb(range);
+        if with_node {
+            text.push_str(node);
+        }
+        let (state, problems) = state_from_yaml(&text, &config_for(""));
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut n = node_for(&state);
+        // A second interface whose address is inside 10.1.0.0/16.
+        n.local_addresses.push(LocalAddress {
+            ifname: "eth1".into(),
+            addr: "10.1.2.3".parse().unwrap(),
+        });
+        let p = plan(&state, &n, &PlanConfig::default());
+        let member = "203.0.113.17,tcp:80,203.0.113.17".to_string();
+        let listed = p
+            .sets
+            .get(IpFamily::V4, Set::LoadBalancerSourceIp)
+            .is_some_and(|m| m.contains(&member));
+        let case = format!("{range}, Node object: {with_node}");
+        assert_eq!(listed, allowed, "{case}");
+        let rs = super::rules::ruleset(IpFamily::V4, &p.sets, &RuleConfig::default());
+        let out: Vec<String> = rs
+            .filter
+            .chains
+            .iter()
+            .filter(|c| c.name == "KUBE-IPVS-OUT-FILTER")
+            .flat_map(|c| c.rules.clone())
+            .collect();
+        let drop = "-s 203.0.113.17/32 -m ipvs --vproto 6 --vaddr 203.0.113.17 --vport 80 -j DROP";
+        assert_eq!(out == [drop], !allowed, "{case}: {out:?}");
+    }
 }

@@ -234,7 +234,7 @@ impl Proxier for IpvsProxier {
         let desired = self.plan_for(state, &live);
         self.converge(&desired, &live, &mut outcome);
         outcome.problems = desired.problems;
-        outcome.no_local_endpoints = desired.no_local_endpoints;
+        outcome.no_local_endpoints = desired.no_local_endpoints.clone();
         outcome
     }
 

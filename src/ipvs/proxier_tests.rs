@@ -120,6 +120,9 @@ fn a_refused_operation_is_reported_and_the_rest_still_applies() {
     );
     // The address was still bound: everything not refused went in.
     assert_eq!(out.ops.get("add_address"), Some(&1));
+    // Incomplete, so retried, but done as upstream counts a sync whose only
+    // failures are refused IPVS operations (health stays good).
+    assert!(out.done());
 }
 
 #[test]

@@ -6,6 +6,13 @@ use std::net::IpAddr;
 
 use crate::kernel::ipvs::{IpvsTable, SVC_F_PERSISTENT, ServiceEntry, ServiceKey};
 
+/// `IP_VS_SVC_F_ONEPACKET` and the scheduler flags `IP_VS_SVC_F_SCHED1..3`
+/// (linux/ip_vs.h); `sh` and `mh` call 1 "fallback" and 2 "port".
+pub const SVC_F_ONEPACKET: u32 = 0x0004;
+pub const SVC_F_SCHED1: u32 = 0x0008;
+pub const SVC_F_SCHED2: u32 = 0x0010;
+pub const SVC_F_SCHED3: u32 = 0x0020;
+
 pub const HEADER: &str = "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
 
 fn addr_port(a: IpAddr, port: u16) -> String {
@@ -25,7 +32,11 @@ pub fn service_line(e: &ServiceEntry) -> String {
         addr_port(vs.key.addr, vs.key.port),
         vs.scheduler
     );
-    if vs.flags() & SVC_F_PERSISTENT != 0
+    let flags = vs.flags();
+    if let Some(names) = sched_flag_names(&vs.scheduler, flags) {
+        let _ = write!(s, " ({names})");
+    }
+    if flags & SVC_F_PERSISTENT != 0
         && let Some(p) = vs.persistence
     {
         let _ = write!(s, " persistent {}", p.timeout);
@@ -40,7 +51,31 @@ pub fn service_line(e: &ServiceEntry) -> String {
             _ => {}
         }
     }
+    if flags & SVC_F_ONEPACKET != 0 {
+        s.push_str(" ops");
+    }
     s
+}
+
+/// The scheduler flags as ipvsadm names them: by the scheduler's own names
+/// for `sh` and `mh`, `flag-N` otherwise, comma-separated; None when no
+/// scheduler flag is set.
+fn sched_flag_names(scheduler: &str, flags: u32) -> Option<String> {
+    let (one, two) = match scheduler {
+        "sh" => ("sh-fallback", "sh-port"),
+        "mh" => ("mh-fallback", "mh-port"),
+        _ => ("flag-1", "flag-2"),
+    };
+    let names: Vec<&str> = [
+        (SVC_F_SCHED1, one),
+        (SVC_F_SCHED2, two),
+        (SVC_F_SCHED3, "flag-3"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect();
+    (!names.is_empty()).then(|| names.join(","))
 }
 
 /// Sort order of `ipvsadm -Ln --sort`-like output: protocol, address, port.
@@ -75,4 +110,50 @@ pub fn render(table: &IpvsTable) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ipvs::{Persistence, VirtualServer};
+
+    fn line(scheduler: &str, sched_flags: u32, persistent: bool) -> String {
+        service_line(&ServiceEntry::new(VirtualServer {
+            key: ServiceKey {
+                addr: "10.96.0.1".parse().unwrap(),
+                protocol: crate::net::Protocol::Tcp,
+                port: 80,
+            },
+            scheduler: scheduler.into(),
+            persistence: persistent.then_some(Persistence {
+                timeout: 10800,
+                netmask: 0xffff_ffff,
+            }),
+            sched_flags,
+        }))
+    }
+
+    #[test]
+    fn scheduler_flags_as_ipvsadm_prints_them() {
+        // ipvsadm's print_service_entry: "(flags)" right after the
+        // scheduler, named after sh's and mh's own options (ipvsadm -b
+        // sh-fallback,sh-port / mh-fallback,mh-port), flag-N for others.
+        assert_eq!(
+            line("mh", SVC_F_SCHED2, false),
+            "TCP  10.96.0.1:80 mh (mh-port)"
+        );
+        assert_eq!(
+            line("mh", SVC_F_SCHED2, true),
+            "TCP  10.96.0.1:80 mh (mh-port) persistent 10800"
+        );
+        assert_eq!(
+            line("sh", SVC_F_SCHED1 | SVC_F_SCHED2, false),
+            "TCP  10.96.0.1:80 sh (sh-fallback,sh-port)"
+        );
+        assert_eq!(
+            line("rr", SVC_F_SCHED1 | SVC_F_SCHED3, false),
+            "TCP  10.96.0.1:80 rr (flag-1,flag-3)"
+        );
+        assert_eq!(line("rr", 0, false), "TCP  10.96.0.1:80 rr");
+    }
 }

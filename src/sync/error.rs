@@ -11,10 +11,14 @@ pub enum SyncError {
     /// Reading the kernel before planning failed: nothing was changed.
     #[error("reading the live kernel state: {0}")]
     ReadLive(KernelError),
-    /// The kernel refused one operation (IPVS, link or address); the others
-    /// went in.
+    /// The kernel refused one IPVS operation (on one virtual server or
+    /// real server); the others went in.
     #[error("{0}")]
     Refused(KernelError),
+    /// The kernel refused creating kube-ipvs0 or binding or unbinding one of
+    /// its addresses.
+    #[error("{0}")]
+    Link(KernelError),
     /// Real servers that could not go in because the kernel refused their
     /// virtual server (each would otherwise be one ESRCH line).
     #[error("{count} real server(s) of {service} not added: its virtual server was refused")]
@@ -60,9 +64,10 @@ pub enum SyncError {
 
 impl SyncError {
     /// Every `kind()`, so that each series exists (at 0) from the start.
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 11] = [
         "read_live",
         "refused",
+        "link",
         "real_servers_orphaned",
         "set_conflict",
         "ipsets",
@@ -73,11 +78,24 @@ impl SyncError {
         "leftovers",
     ];
 
+    /// Whether the sync still counts as done, as upstream counts it: its
+    /// IPVS proxier logs a refused virtual or real server and goes on
+    /// (pkg/proxy/ipvs/proxier.go syncService/syncEndpoint), and the sync
+    /// updates the health server; a failed restore, ipset or dummy-link
+    /// operation returns before that. Either way the sync is retried.
+    pub fn leaves_sync_done(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Refused(_) | SyncError::RealServersOrphaned { .. }
+        )
+    }
+
     /// A stable label value for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             SyncError::ReadLive(_) => "read_live",
             SyncError::Refused(_) => "refused",
+            SyncError::Link(_) => "link",
             SyncError::RealServersOrphaned { .. } => "real_servers_orphaned",
             SyncError::SetConflict { .. } => "set_conflict",
             SyncError::Ipsets(_) => "ipsets",

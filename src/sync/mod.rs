@@ -30,8 +30,8 @@ pub struct SyncOutcome {
     pub errors: Vec<SyncError>,
     /// Objects skipped while planning (bad input), each with its reason.
     pub problems: Vec<Problem>,
-    /// Service ports with Local traffic policy and no local endpoint.
-    pub no_local_endpoints: u64,
+    /// Local traffic policies without a local endpoint, by policy and family.
+    pub no_local_endpoints: crate::cluster::NoLocalEndpoints,
     /// Real servers left at weight 0 until their connections end: the loop
     /// looks again within `DRAIN_CHECK` while there are any.
     pub draining: u64,
@@ -42,8 +42,15 @@ pub struct SyncOutcome {
 pub const DRAIN_CHECK: Duration = Duration::from_secs(60);
 
 impl SyncOutcome {
+    /// Complete: nothing failed. An incomplete sync is retried.
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// Done as far as health goes: every error is one upstream only logs
+    /// (`SyncError::leaves_sync_done`).
+    pub fn done(&self) -> bool {
+        self.errors.iter().all(SyncError::leaves_sync_done)
     }
 
     pub fn total_ops(&self) -> u64 {

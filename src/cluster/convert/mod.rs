@@ -1,7 +1,7 @@
 //! Conversion from k8s-openapi objects to the model, and validation.
 //!
 //! An object-level error (a Service whose clusterIP does not parse, a port
-//! of 0 or 70000, a nodePort outside the range, a missing required field)
+//! of 0 or 70000, a duplicate nodePort, a missing required field)
 //! refuses the whole object: `Err(Problem)`. A part-level error (one endpoint
 //! with a bad address, a duplicate endpoint) drops that part and is returned
 //! next to the accepted object.
@@ -26,7 +26,6 @@ pub use node::node;
 pub use service::service;
 pub use slice::{endpoint_slice, endpoints};
 
-use super::model::DEFAULT_NODEPORT_RANGE;
 use super::object::Problem;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -44,21 +43,14 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const MAX_AFFINITY_TIMEOUT: u32 = 86400;
 
 /// What conversion needs to know about the cluster and this node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Not the NodePort range: the API server owns it (its
+/// --service-node-port-range) and has already checked every nodePort, so a
+/// proxy flag that differs must not refuse a Service the cluster accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConvertOptions {
-    /// Inclusive NodePort range (the API server's --service-node-port-range).
-    pub nodeport_range: (u16, u16),
     /// This node's name; Node objects of other nodes are ignored.
     pub node_name: String,
-}
-
-impl Default for ConvertOptions {
-    fn default() -> Self {
-        Self {
-            nodeport_range: DEFAULT_NODEPORT_RANGE,
-            node_name: String::new(),
-        }
-    }
 }
 
 /// An accepted object with the parts dropped from it, or why it was refused.

@@ -18,7 +18,7 @@ use crate::cluster::object::Kind;
 use crate::net::IpFamily;
 
 /// A Service, with the parts dropped from it, or why it is refused.
-pub fn service(s: &core::Service, o: &ConvertOptions) -> Converted<Service> {
+pub fn service(s: &core::Service, _o: &ConvertOptions) -> Converted<Service> {
     let mut r = Report::new(Kind::Service, &s.metadata);
     r.require_meta(&s.metadata, true);
     let Some(spec) = &s.spec else {
@@ -52,7 +52,7 @@ pub fn service(s: &core::Service, o: &ConvertOptions) -> Converted<Service> {
     let families: Vec<IpFamily> = cluster_ips.iter().map(IpFamily::of).collect();
     let proxied = !headless && service_type != ServiceType::ExternalName;
 
-    let ports = service_ports(&mut r, spec, service_type, headless, o);
+    let ports = service_ports(&mut r, spec, service_type, headless);
     let external_ips = external_ips(&mut r, spec, proxied, &families);
     let load_balancer_ingress = lb_ingress(&mut r, s, proxied, &families);
     let load_balancer_source_ranges = source_ranges(&mut r, s, spec, service_type);
@@ -290,7 +290,6 @@ fn service_ports(
     spec: &core::ServiceSpec,
     service_type: ServiceType,
     headless: bool,
-    o: &ConvertOptions,
 ) -> Vec<ServicePort> {
     let raw = spec.ports.as_deref().unwrap_or(&[]);
     if raw.is_empty() && !headless && service_type != ServiceType::ExternalName {
@@ -305,7 +304,6 @@ fn service_ports(
     let expects_node_ports = service_type == ServiceType::NodePort
         || (service_type == ServiceType::LoadBalancer
             && spec.allocate_load_balancer_node_ports != Some(false));
-    let (lo, hi) = o.nodeport_range;
 
     let mut names = HashSet::new();
     let mut ports_seen = HashSet::new();
@@ -375,20 +373,16 @@ fn service_ports(
                 ));
                 None
             }
-            Some(n) => match u16::try_from(n) {
-                Ok(np) if np >= lo && np <= hi => {
-                    if !node_ports_seen.insert((np, protocol)) {
-                        r.error(format!("{f}.nodePort: duplicate nodePort {np}/{protocol}"));
-                    }
-                    Some(np)
+            // Any port: the range is the API server's to enforce.
+            Some(n) => {
+                let np = r.port(&format!("{f}.nodePort"), n);
+                if let Some(np) = np
+                    && !node_ports_seen.insert((np, protocol))
+                {
+                    r.error(format!("{f}.nodePort: duplicate nodePort {np}/{protocol}"));
                 }
-                _ => {
-                    r.error(format!(
-                        "{f}.nodePort: {n} is outside the NodePort range {lo}-{hi}"
-                    ));
-                    None
-                }
-            },
+                np
+            }
         };
 
         if let (Some(port), Some(target_port)) = (port, target_port) {

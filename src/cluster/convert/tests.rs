@@ -200,23 +200,25 @@ fn node_ports() {
         );
         assert_eq!(s.ports[0].node_port, Some(np as u16), "range is inclusive");
     }
-    // The range comes from the options.
-    let o = ConvertOptions {
-        nodeport_range: (20000, 22767),
-        ..Default::default()
-    };
-    let ok = service_from(
-        json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 20001}]}}),
-    );
-    assert_eq!(service(&ok, &o).unwrap().0.ports[0].node_port, Some(20001));
-    let bad = service_from(
-        json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}}),
-    );
-    let e = service(&bad, &o).unwrap_err();
-    assert_eq!(
-        e.reason,
-        "spec.ports[0].nodePort: 30001 is outside the NodePort range 20000-22767"
-    );
+    // Any nodePort the API server accepted, whatever kproxy's
+    // --nodeport-range: the range is the API server's
+    // (--service-node-port-range; upstream's proxier never checks it).
+    for np in [80, 20001, 40000, 65535] {
+        let s = accepted(
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": np}]}}),
+        );
+        assert_eq!(s.ports[0].node_port, Some(np as u16));
+    }
+    for np in [-1, 65536] {
+        let bad = service_from(
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": np}]}}),
+        );
+        let e = service(&bad, &ConvertOptions::default()).unwrap_err();
+        assert_eq!(
+            e.reason,
+            format!("spec.ports[0].nodePort: {np} is not a valid port (1-65535)")
+        );
+    }
 }
 
 #[test]
@@ -536,19 +538,9 @@ fn service_refusals() {
             "(a quoted number is a name; write the number without quotes)",
         ),
         (
-            "nodePort below range",
-            np(json!([{"port": 80, "nodePort": 29999}])),
-            "spec.ports[0].nodePort: 29999 is outside the NodePort range 30000-32767",
-        ),
-        (
-            "nodePort above range",
-            np(json!([{"port": 80, "nodePort": 32768}])),
-            "spec.ports[0].nodePort: 32768 is outside the NodePort range 30000-32767",
-        ),
-        (
             "nodePort not a port",
             np(json!([{"port": 80, "nodePort": 70000}])),
-            "spec.ports[0].nodePort: 70000 is outside the NodePort range 30000-32767",
+            "spec.ports[0].nodePort: 70000 is not a valid port (1-65535)",
         ),
         (
             "nodePort on ClusterIP",
@@ -752,6 +744,14 @@ fn slice_conditions() {
         (json!({}), true, true, false),
         (json!({"ready": false}), false, true, false),
         (json!({"ready": true, "serving": null}), true, true, false),
+        // A terminating pod whose slice leaves serving out still serves.
+        (
+            json!({"ready": false, "terminating": true}),
+            false,
+            true,
+            true,
+        ),
+        (json!({"serving": false}), true, false, false),
         (
             json!({"ready": false, "serving": true, "terminating": true}),
             false,

@@ -493,7 +493,6 @@ fn examples_are_clean() {
 
     let mut st = ClusterState::new(ConvertOptions {
         node_name: "node-1".into(),
-        ..Default::default()
     });
     for ev in r.into_events() {
         let problems = st.apply(ev);
