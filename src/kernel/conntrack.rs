@@ -128,6 +128,16 @@ pub trait Conntrack: Send {
     fn delete(&mut self, flows: &[Flow]) -> Deleted;
 }
 
+/// A shared adapter (tests keep a handle to look inside a twin).
+impl<T: Conntrack> Conntrack for std::sync::Arc<std::sync::Mutex<T>> {
+    fn list(&mut self, family: IpFamily, protocol: Protocol) -> Result<Vec<Flow>, KernelError> {
+        self.lock().unwrap().list(family, protocol)
+    }
+    fn delete(&mut self, flows: &[Flow]) -> Deleted {
+        self.lock().unwrap().delete(flows)
+    }
+}
+
 fn nf_family(family: IpFamily) -> NetfilterProtoFamily {
     match family {
         IpFamily::V4 => NetfilterProtoFamily::IPv4,
