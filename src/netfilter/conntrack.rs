@@ -42,6 +42,7 @@ use crate::cluster::{AddressType, ClusterView, EndpointSlice, IpMode, ServicePor
 use crate::kernel::KernelError;
 use crate::kernel::conntrack::{Conntrack, Flow};
 use crate::net::{IpFamily, Protocol};
+use crate::sync::{SyncError, SyncOutcome};
 
 /// The protocols whose entries kproxy cleans.
 pub const PROTOCOLS: [Protocol; 2] = [Protocol::Udp, Protocol::Sctp];
@@ -204,6 +205,19 @@ pub struct Cleaned {
     pub errors: Vec<KernelError>,
 }
 
+impl Cleaned {
+    /// Count the deletions (`delete_conntrack_entries`) and the errors in a
+    /// sync's outcome.
+    pub fn record(self, outcome: &mut SyncOutcome) {
+        if self.deleted > 0 {
+            *outcome.ops.entry("delete_conntrack_entries").or_default() += self.deleted;
+        }
+        outcome
+            .errors
+            .extend(self.errors.into_iter().map(SyncError::Conntrack));
+    }
+}
+
 /// Deletes stale entries after each sync; remembers what the last complete
 /// cleanup saw, to know what changed and which frontends went away.
 pub struct Cleaner {
@@ -283,4 +297,4 @@ impl Cleaner {
 
 #[cfg(test)]
 #[path = "conntrack_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -61,7 +61,7 @@ ports:
 - {name: test-sctp, port: 9090, protocol: SCTP}
 ";
 
-fn cluster(yaml: &str) -> ClusterState {
+pub(crate) fn cluster(yaml: &str) -> ClusterState {
     let objects = parse_text(Path::new("fixture.yaml"), yaml).unwrap();
     let mut state = ClusterState::new(ConvertOptions {
         nodeport_range: (30000, 32767),

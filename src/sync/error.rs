@@ -56,11 +56,15 @@ pub enum SyncError {
     /// A chain or jump the other mode left could not be removed.
     #[error("removing iptables-mode leftovers: {0}")]
     Leftovers(KernelError),
+    /// Stale conntrack entries could not be listed or deleted (the next
+    /// sync tries again).
+    #[error("cleaning stale conntrack entries: {0}")]
+    Conntrack(KernelError),
 }
 
 impl SyncError {
     /// Every `kind()`, so that each series exists (at 0) from the start.
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 11] = [
         "read_live",
         "refused",
         "real_servers_orphaned",
@@ -71,6 +75,7 @@ impl SyncError {
         "snapshot",
         "local_addresses",
         "leftovers",
+        "conntrack",
     ];
 
     /// A stable label value for metrics.
@@ -86,6 +91,7 @@ impl SyncError {
             SyncError::Snapshot { .. } => "snapshot",
             SyncError::LocalAddresses(_) => "local_addresses",
             SyncError::Leftovers(_) => "leftovers",
+            SyncError::Conntrack(_) => "conntrack",
         }
     }
 }
