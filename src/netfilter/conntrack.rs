@@ -270,6 +270,10 @@ impl Cleaner {
             };
             out.dumps += 1;
             let doomed = stale(&flows, protocol, frontends, before);
+            // Upstream logs each deleted flow at -v=6.
+            for f in &doomed {
+                tracing::trace!("deleting conntrack entry {f}");
+            }
             let mut failed = false;
             let start = Instant::now();
             if !doomed.is_empty() {
