@@ -129,7 +129,10 @@ pub fn build_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
             if !config.dry_run {
                 prepare_ipvs_kernel(config, ipvs.as_mut());
             }
-            let proxier = IpvsProxier::new(ipvs, links, config);
+            let mut proxier = IpvsProxier::new(ipvs, links, config);
+            if let Some(ct) = open_conntrack(config) {
+                proxier = proxier.with_conntrack(ct);
+            }
             match ipvs_companions() {
                 // The proxier removes the iptables mode's leftovers itself,
                 // once its first sync has taken over the shared chains.
@@ -180,9 +183,28 @@ fn iptables_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
             tracing::warn!("removing IPVS-mode leftovers: {e}");
         }
     }
-    Ok(Box::new(
-        IptablesProxier::for_node(config.clone()).with_addresses(addresses),
-    ))
+    let mut proxier = IptablesProxier::for_node(config.clone()).with_addresses(addresses);
+    if let Some(ct) = open_conntrack(config) {
+        proxier = proxier.with_conntrack(ct);
+    }
+    Ok(Box::new(proxier))
+}
+
+/// The conntrack adapter that deletes stale UDP/SCTP entries after each
+/// sync; none for a dry run, and none (said once) on a node whose kernel
+/// has no netfilter netlink: the proxy still works, flows only stay on a
+/// removed endpoint until their entries time out.
+fn open_conntrack(config: &Config) -> Option<Box<dyn crate::kernel::conntrack::Conntrack>> {
+    if config.dry_run {
+        return None;
+    }
+    match crate::kernel::conntrack::ConntrackNetlink::connect() {
+        Ok(c) => Some(Box::new(c)),
+        Err(e) => {
+            tracing::warn!("stale UDP/SCTP conntrack entries will not be cleaned: {e}");
+            None
+        }
+    }
 }
 
 /// IPVS mode's ipsets and iptables rules, when the node has the tools.

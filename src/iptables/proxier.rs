@@ -12,8 +12,10 @@ use super::planner::{self, NodeContext, Plan};
 use crate::cluster::{ClusterState, ClusterView, IpFamily, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
+use crate::kernel::conntrack::Conntrack;
 use crate::kernel::iptables::{Iptables, IptablesCmd};
 use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
+use crate::netfilter::conntrack::Cleaner;
 use crate::sync::{Proxier, SyncError, SyncOutcome};
 
 /// Supplies the node's local addresses (for `--nodeport-addresses`).
@@ -27,6 +29,8 @@ pub struct IptablesProxier<I: Iptables> {
     addresses: Option<AddressSource>,
     conntrack_tcp_liberal: bool,
     ledger: Ledger,
+    /// Stale UDP/SCTP conntrack entries, deleted after each sync.
+    conntrack: Option<Cleaner>,
 }
 
 impl<I: Iptables> IptablesProxier<I> {
@@ -39,7 +43,14 @@ impl<I: Iptables> IptablesProxier<I> {
             families,
             addresses: None,
             conntrack_tcp_liberal: false,
+            conntrack: None,
         }
+    }
+
+    /// Also delete stale conntrack entries after each sync.
+    pub fn with_conntrack(mut self, conntrack: Box<dyn Conntrack>) -> Self {
+        self.conntrack = Some(Cleaner::new(conntrack));
+        self
     }
 
     /// Where the node's own addresses come from; without one, the Node
@@ -166,6 +177,12 @@ impl<I: Iptables> IptablesProxier<I> {
                 &mut outcome,
             );
         }
+        // After the restores: a flow whose entry is deleted now meets the
+        // new rules with its next packet.
+        if let Some(c) = self.conntrack.as_mut() {
+            let settled = outcome.ok();
+            c.clean(state, &self.families, settled).record(&mut outcome);
+        }
         outcome
     }
 
@@ -225,3 +242,7 @@ impl<I: Iptables> Proxier for IptablesProxier<I> {
         cleanup_iptables_leftovers(&mut self.ipt, &families, Leftovers::All)
     }
 }
+
+#[cfg(test)]
+#[path = "proxier_conntrack_tests.rs"]
+mod conntrack_tests;

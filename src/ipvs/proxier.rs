@@ -15,9 +15,12 @@ use super::sets::{DesiredSets, destroy_script};
 use crate::cluster::{ClusterState, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
+use crate::kernel::conntrack::Conntrack;
 use crate::kernel::ipvs::{Ipvs, IpvsOp};
 use crate::kernel::link::Links;
+use crate::net::IpFamily;
 use crate::netfilter::cleanup::{self, Removal};
+use crate::netfilter::conntrack::Cleaner;
 use crate::netfilter::ruleset::SavedTables;
 use crate::sync::{Proxier, SyncError, SyncOutcome};
 
@@ -40,6 +43,8 @@ pub struct IpvsProxier {
     /// whose chains all went in (so the shared chains never go missing and
     /// nothing refers to the per-Service chains any more).
     leftovers_pending: bool,
+    /// Stale UDP/SCTP conntrack entries, deleted after each sync.
+    conntrack: Option<Cleaner>,
 }
 
 impl IpvsProxier {
@@ -57,7 +62,14 @@ impl IpvsProxier {
             cache: MemberCache::default(),
             syncs_since_full_read: 0,
             leftovers_pending: true,
+            conntrack: None,
         }
+    }
+
+    /// Also delete stale conntrack entries after each sync.
+    pub fn with_conntrack(mut self, conntrack: Box<dyn Conntrack>) -> Self {
+        self.conntrack = Some(Cleaner::new(conntrack));
+        self
     }
 
     /// Also program the companion ipsets and iptables rules.
@@ -233,6 +245,13 @@ impl Proxier for IpvsProxier {
         outcome.errors.extend(err);
         let desired = self.plan_for(state, &live);
         self.converge(&desired, &live, &mut outcome);
+        // After the kernel has the new real servers: a flow whose entry is
+        // deleted now is scheduled again by them. IPVS serves both families.
+        if let Some(c) = self.conntrack.as_mut() {
+            let settled = outcome.ok();
+            c.clean(state, &[IpFamily::V4, IpFamily::V6], settled)
+                .record(&mut outcome);
+        }
         outcome.problems = desired.problems;
         outcome.no_local_endpoints = desired.no_local_endpoints.clone();
         outcome
@@ -292,3 +311,7 @@ impl Proxier for IpvsProxier {
         errors
     }
 }
+
+#[cfg(test)]
+#[path = "proxier_conntrack_tests.rs"]
+mod conntrack_tests;

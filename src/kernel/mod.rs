@@ -5,6 +5,7 @@
 //! (it refuses what the kernel refuses), and so that the real adapter stays
 //! thin: encode, send, decode, report.
 
+pub mod conntrack;
 pub mod conntrack_sysctl;
 pub mod ipset;
 pub mod iptables;

@@ -5,5 +5,6 @@
 
 pub mod chains;
 pub mod cleanup;
+pub mod conntrack;
 pub(crate) mod local;
 pub(crate) mod ruleset;

@@ -60,6 +60,10 @@ pub enum SyncError {
     /// A chain or jump the other mode left could not be removed.
     #[error("removing iptables-mode leftovers: {0}")]
     Leftovers(KernelError),
+    /// Stale conntrack entries could not be listed or deleted (the next
+    /// sync tries again).
+    #[error("cleaning stale conntrack entries: {0}")]
+    Conntrack(KernelError),
 }
 
 impl SyncError {
@@ -76,6 +80,7 @@ impl SyncError {
         "snapshot",
         "local_addresses",
         "leftovers",
+        "conntrack",
     ];
 
     /// Whether the sync still counts as done, as upstream counts it: its
@@ -104,6 +109,7 @@ impl SyncError {
             SyncError::Snapshot { .. } => "snapshot",
             SyncError::LocalAddresses(_) => "local_addresses",
             SyncError::Leftovers(_) => "leftovers",
+            SyncError::Conntrack(_) => "conntrack",
         }
     }
 }
