@@ -64,7 +64,6 @@ ports:
 pub(crate) fn cluster(yaml: &str) -> ClusterState {
     let objects = parse_text(Path::new("fixture.yaml"), yaml).unwrap();
     let mut state = ClusterState::new(ConvertOptions {
-        nodeport_range: (30000, 32767),
         node_name: "node-1".into(),
     });
     let mut by_kind: BTreeMap<Kind, Vec<Object>> = BTreeMap::new();

@@ -68,7 +68,7 @@ pub enum SyncError {
 
 impl SyncError {
     /// Every `kind()`, so that each series exists (at 0) from the start.
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 12] = [
         "read_live",
         "refused",
         "link",
