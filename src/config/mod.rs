@@ -92,8 +92,32 @@ pub enum NodePortAddresses {
     /// isValidForSet; in iptables mode see --iptables-localhost-nodeports).
     #[default]
     All,
-    /// Addresses inside these CIDRs (loopback excluded).
+    /// Addresses inside these CIDRs (loopback left out unless the iptables
+    /// mode serves NodePorts on it, `Config::localhost_nodeports`).
     Cidrs(Vec<IpNet>),
+}
+
+impl NodePortAddresses {
+    /// Whether the IPv4 NodePort addresses take in loopback, as upstream's
+    /// ContainsIPv4Loopback decides: every address does (so does a list
+    /// with no IPv4 CIDR, which leaves IPv4 unrestricted), and a CIDR does
+    /// when its network is a loopback address or it contains 127.0.0.0.
+    pub fn contains_ipv4_loopback(&self) -> bool {
+        let lo = Ipv4Addr::new(127, 0, 0, 0);
+        match self {
+            NodePortAddresses::All => true,
+            NodePortAddresses::Cidrs(cidrs) => {
+                let v4: Vec<ipnet::Ipv4Net> = cidrs
+                    .iter()
+                    .filter_map(|c| match c {
+                        IpNet::V4(n) => Some(n.trunc()),
+                        IpNet::V6(_) => None,
+                    })
+                    .collect();
+                v4.is_empty() || v4.iter().any(|n| n.addr().is_loopback() || n.contains(&lo))
+            }
+        }
+    }
 }
 
 /// `--detect-local-mode` / `detectLocalMode`: how traffic from this
@@ -407,6 +431,18 @@ impl Config {
         }
     }
 
+    /// The iptables mode serves IPv4 NodePorts on 127.0.0.1 (route_localnet
+    /// and the KUBE-FIREWALL guard): `--iptables-localhost-nodeports` with
+    /// NodePort addresses that take in loopback, as upstream's NewProxier
+    /// decides once at start-up. `primary` stands for the node IP, which is
+    /// never loopback; kproxy resolves it from the Node only after start-up,
+    /// so it counts as no loopback.
+    pub fn localhost_nodeports(&self) -> bool {
+        self.iptables_localhost_nodeports
+            && !self.nodeport_primary
+            && self.nodeport_addresses.contains_ipv4_loopback()
+    }
+
     /// The masquerade mark (`1 << masquerade_bit`, 0x4000 by default).
     pub(crate) fn masquerade_mark(&self) -> u32 {
         1u32 << self.masquerade_bit
@@ -443,6 +479,100 @@ pub(crate) fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_loopback_in_nodeport_addresses_as_upstream_decides() {
+        // Upstream's TestContainsIPv4Loopback
+        // (pkg/proxy/util/nodeport_addresses_test.go), IPv4 family.
+        let cases: [(&[&str], bool); 8] = [
+            (&[], true),
+            (
+                &[
+                    "224.0.0.0/24",
+                    "192.168.0.0/16",
+                    "fd00:1:d::/64",
+                    "0.0.0.0/0",
+                ],
+                true,
+            ),
+            (
+                &["224.0.0.0/24", "192.168.0.0/16", "fd00:1:d::/64", "::/0"],
+                false,
+            ),
+            (
+                &[
+                    "224.0.0.0/24",
+                    "192.168.0.0/16",
+                    "fd00:1:d::/64",
+                    "127.0.0.0/8",
+                ],
+                true,
+            ),
+            (
+                &["224.0.0.0/24", "192.168.0.0/16", "fd00:1:d::/64", "::1/128"],
+                false,
+            ),
+            (
+                &[
+                    "224.0.0.0/24",
+                    "192.168.0.0/16",
+                    "fd00:1:d::/64",
+                    "127.0.2.0/28",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "224.0.0.0/24",
+                    "192.168.0.0/16",
+                    "fd00:1:d::/64",
+                    "64.0.0.0/2",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "128.0.2.0/28",
+                    "224.0.0.0/24",
+                    "192.168.0.0/16",
+                    "fd00:1:d::/64",
+                ],
+                false,
+            ),
+        ];
+        for (cidrs, want) in cases {
+            let a = NodePortAddresses::Cidrs(cidrs.iter().map(|c| c.parse().unwrap()).collect());
+            assert_eq!(a.contains_ipv4_loopback(), want, "{cidrs:?}");
+        }
+        assert!(NodePortAddresses::All.contains_ipv4_loopback());
+        // Only IPv6 CIDRs leave IPv4 unrestricted (upstream adds 0.0.0.0/0).
+        let v6 = NodePortAddresses::Cidrs(vec!["2001:db8::/64".parse().unwrap()]);
+        assert!(v6.contains_ipv4_loopback());
+        // A loopback host address (upstream: the CIDR's IP IsLoopback).
+        let one = NodePortAddresses::Cidrs(vec!["127.0.0.1/32".parse().unwrap()]);
+        assert!(one.contains_ipv4_loopback());
+    }
+
+    #[test]
+    fn localhost_nodeports_needs_the_flag_and_loopback_addresses() {
+        // Upstream's NewProxier: localhostNodePorts is turned off when the
+        // NodePort addresses hold no IPv4 loopback.
+        let mut c = Config::default();
+        assert!(c.iptables_localhost_nodeports && c.localhost_nodeports());
+        c.nodeport_addresses = NodePortAddresses::Cidrs(vec!["192.168.0.0/24".parse().unwrap()]);
+        assert!(!c.localhost_nodeports());
+        c.nodeport_addresses = NodePortAddresses::Cidrs(vec!["127.0.0.1/32".parse().unwrap()]);
+        assert!(c.localhost_nodeports());
+        c.iptables_localhost_nodeports = false;
+        assert!(!c.localhost_nodeports());
+        // primary: the node IP, never loopback.
+        let c = Config {
+            nodeport_primary: true,
+            nodeport_addresses: NodePortAddresses::Cidrs(vec![]),
+            ..Config::default()
+        };
+        assert!(!c.localhost_nodeports());
+    }
 
     #[test]
     fn durations() {
