@@ -39,4 +39,7 @@ pub use proxier::{AddressSource, IptablesProxier};
 mod diff_tests;
 
 #[cfg(test)]
+mod localhost_tests;
+
+#[cfg(test)]
 mod proxier_tests;

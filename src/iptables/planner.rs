@@ -12,7 +12,8 @@
 //! KUBE-POSTROUTING masquerades. filter: REJECT/DROP for Services without
 //! (local) endpoints, KUBE-FORWARD, health-check node ports, and
 //! KUBE-PROXY-FIREWALL dropping load-balancer traffic from outside
-//! `loadBalancerSourceRanges`.
+//! `loadBalancerSourceRanges`; with NodePorts on 127.0.0.1
+//! (`Config::localhost_nodeports`, IPv4), KUBE-FIREWALL's localnet guard.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -27,9 +28,9 @@ use crate::cluster::{
 };
 use crate::config::{Config, NodePortAddresses};
 use crate::netfilter::chains::{
-    FORWARDING_RULES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL,
-    KUBE_SERVICES, SERVICE_PORTALS, forward, jump, mark_masq, nat_jumps, postrouting, quoted,
-    top_chain,
+    FORWARDING_RULES, KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_NODEPORTS,
+    KUBE_PROXY_FIREWALL, KUBE_SERVICES, SERVICE_PORTALS, forward, jump, mark_masq, nat_jumps,
+    postrouting, quoted, top_chain,
 };
 use crate::netfilter::local::LocalMatch;
 use crate::netfilter::ruleset::{Chain, Jump, Ruleset, Table};
@@ -100,8 +101,10 @@ pub fn endpoint_chain(spn: &ServicePortName, endpoint: &str) -> String {
     )
 }
 
-/// The iptables mode's jump rules, in upstream's order.
-fn jumps() -> Vec<Jump> {
+/// The iptables mode's jump rules, in upstream's order; `localhost`: also
+/// the two into KUBE-FIREWALL, which upstream ensures last (so they end up
+/// first in INPUT and OUTPUT).
+fn jumps(localhost: bool) -> Vec<Jump> {
     let ext = "kubernetes externally-visible service portals";
     let fw = "kubernetes load balancer firewall";
     let new = "-m conntrack --ctstate NEW ";
@@ -118,7 +121,30 @@ fn jumps() -> Vec<Jump> {
         jump("filter", "FORWARD", new, fw, KUBE_PROXY_FIREWALL),
     ];
     jumps.extend(nat_jumps());
+    if localhost {
+        for from in ["INPUT", "OUTPUT"] {
+            jumps.push(Jump {
+                table: "filter",
+                from,
+                rule: format!("-j {KUBE_FIREWALL}"),
+            });
+        }
+    }
     jumps
+}
+
+/// KUBE-FIREWALL as upstream writes it (kubelet writes the same rule):
+/// with route_localnet on, a packet from outside addressed to 127.0.0.0/8
+/// would be routed; only the node's own traffic and what KUBE-NODEPORTS
+/// DNATed may reach a loopback address.
+fn localnet_guard() -> Chain {
+    top_chain(
+        KUBE_FIREWALL,
+        vec![format!(
+            "-m comment --comment {} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
+            quoted("block incoming localnet connections")
+        )],
+    )
 }
 
 /// The rules of one family as they accumulate, Service port by Service
@@ -132,6 +158,9 @@ pub(super) struct Builder {
     pub(super) node_ip: Option<IpAddr>,
     /// Leave out per-endpoint comments (`LARGE_CLUSTER_ENDPOINTS`).
     pub(super) large: bool,
+    /// NodePorts are served on 127.0.0.1 (`Config::localhost_nodeports`,
+    /// IPv4 only).
+    localhost: bool,
     pub(super) nat_services: Vec<String>,
     pub(super) nat_nodeports: Vec<String>,
     pub(super) filter_services: Vec<String>,
@@ -196,6 +225,7 @@ pub fn plan(
         local: LocalMatch::resolve(&config.local_detector(), &node.pod_cidrs, family),
         node_ip: node.node_ip(family),
         large: endpoint_count > LARGE_CLUSTER_ENDPOINTS,
+        localhost: family == IpFamily::V4 && config.localhost_nodeports(),
         nat_services: Vec::new(),
         nat_nodeports: Vec::new(),
         filter_services: Vec::new(),
@@ -233,14 +263,16 @@ impl Builder {
         };
         let match_all = cidrs.is_empty() || cidrs.iter().any(|c| c.prefix_len() == 0);
         if match_all {
-            // Loopback NodePorts would need route_localnet, which kproxy
-            // does not turn on: keep them out explicitly.
+            // addrtype LOCAL takes in loopback: keep it out where NodePorts
+            // on it do not work (IPv6 never routes ::1 off the host; IPv4
+            // only with route_localnet, set when `localhost`).
             let not_lo = match self.family {
-                IpFamily::V4 => "! -d 127.0.0.0/8",
-                IpFamily::V6 => "! -d ::1/128",
+                IpFamily::V4 if self.localhost => "",
+                IpFamily::V4 => "! -d 127.0.0.0/8 ",
+                IpFamily::V6 => "! -d ::1/128 ",
             };
             self.nat_services.push(format!(
-                "-m comment --comment {c} -m addrtype --dst-type LOCAL {not_lo} -j {KUBE_NODEPORTS}"
+                "-m comment --comment {c} -m addrtype --dst-type LOCAL {not_lo}-j {KUBE_NODEPORTS}"
             ));
         } else {
             let mut ips: Vec<IpAddr> = node
@@ -249,7 +281,7 @@ impl Builder {
                 .copied()
                 .filter(|a| {
                     IpFamily::of(a) == self.family
-                        && !a.is_loopback()
+                        && (!a.is_loopback() || self.localhost)
                         && cidrs.iter().any(|c| c.contains(a))
                 })
                 .collect();
@@ -264,7 +296,7 @@ impl Builder {
     }
 
     fn finish(self, node: &NodeContext) -> Ruleset {
-        let filter = Table {
+        let mut filter = Table {
             chains: vec![
                 top_chain(KUBE_SERVICES, self.filter_services),
                 top_chain(KUBE_EXTERNAL_SERVICES, self.filter_external),
@@ -273,6 +305,9 @@ impl Builder {
                 top_chain(KUBE_PROXY_FIREWALL, self.filter_firewall),
             ],
         };
+        if self.localhost {
+            filter.chains.push(localnet_guard());
+        }
         let mut nat_chains = vec![
             top_chain(KUBE_SERVICES, self.nat_services),
             top_chain(KUBE_NODEPORTS, self.nat_nodeports),
@@ -283,7 +318,7 @@ impl Builder {
         Ruleset {
             filter,
             nat: Table { chains: nat_chains },
-            jumps: jumps(),
+            jumps: jumps(self.localhost),
         }
     }
 }

@@ -19,16 +19,22 @@ use crate::netfilter::chains::is_service_chain;
 use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
 use crate::sync::{Proxier, SyncError};
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn cidr(s: &str) -> IpNet {
+pub(super) fn cidr(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
 /// A ClusterIP Service with one TCP port `port` → `target`.
-fn service(ns: &str, name: &str, cluster_ip: &str, port_name: &str, port: u16) -> Service {
+pub(super) fn service(
+    ns: &str,
+    name: &str,
+    cluster_ip: &str,
+    port_name: &str,
+    port: u16,
+) -> Service {
     Service {
         name: ServiceName::new(ns, name),
         service_type: ServiceType::ClusterIp,
@@ -55,7 +61,7 @@ fn service(ns: &str, name: &str, cluster_ip: &str, port_name: &str, port: u16) -
 }
 
 /// A slice for `svc` with ready endpoints `(address, node)` on port 8080.
-fn slice(svc: &Service, name: &str, eps: &[(&str, &str)]) -> EndpointSlice {
+pub(super) fn slice(svc: &Service, name: &str, eps: &[(&str, &str)]) -> EndpointSlice {
     let v6 = eps.first().is_some_and(|(a, _)| a.contains(':'));
     EndpointSlice {
         namespace: svc.name.namespace.clone(),
@@ -85,7 +91,7 @@ fn slice(svc: &Service, name: &str, eps: &[(&str, &str)]) -> EndpointSlice {
     }
 }
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     Config {
         hostname: "node-1".into(),
         cluster_cidrs: vec![cidr("10.244.0.0/16"), cidr("fd00:244::/56")],
@@ -102,7 +108,7 @@ fn node() -> Node {
     }
 }
 
-fn cluster(services: Vec<(Service, Vec<(&str, &str)>)>) -> StaticCluster {
+pub(super) fn cluster(services: Vec<(Service, Vec<(&str, &str)>)>) -> StaticCluster {
     let mut c = StaticCluster {
         node: Some(node()),
         ..Default::default()
@@ -120,7 +126,7 @@ fn proxier(families: Vec<IpFamily>) -> IptablesProxier<IptablesTwin> {
     IptablesProxier::new(IptablesTwin::new(), config(), families)
 }
 
-fn first_restore(c: &StaticCluster, family: IpFamily) -> String {
+pub(super) fn first_restore(c: &StaticCluster, family: IpFamily) -> String {
     let mut p = proxier(vec![family]);
     let out = p.sync_view(c, None);
     assert!(out.ok(), "{:?}", out.errors);
@@ -134,7 +140,7 @@ fn golden(name: &str, actual: &str) {
     }
 }
 
-const TEN_EP: [(&str, &str); 3] = [
+pub(super) const TEN_EP: [(&str, &str); 3] = [
     ("10.244.1.1", "node-1"),
     ("10.244.2.1", "node-2"),
     ("10.244.3.1", "node-3"),
@@ -683,7 +689,8 @@ fn flushed_tables_are_detected_by_the_canary_and_rebuilt() {
     assert!(out.ok(), "{:?}", out.errors);
     let text = p.last_restore(IpFamily::V4).unwrap();
     assert!(text.starts_with("*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n"));
-    assert_eq!(out.ops.get("insert_jumps"), Some(&12));
+    // Upstream's 9 filter and 3 nat jumps, and the 2 into KUBE-FIREWALL.
+    assert_eq!(out.ops.get("insert_jumps"), Some(&14));
     assert_eq!(
         p.iptables()
             .chain(IpFamily::V4, "nat", "PREROUTING")
@@ -705,7 +712,12 @@ fn foreign_chains_and_rules_are_never_touched() {
         "*nat\n:OPERATOR - [0:0]\n:KUBE-SEP-STALE0000000000 - [0:0]\n-A OPERATOR -j RETURN\n-A PREROUTING -j OPERATOR\nCOMMIT\n*filter\n:KUBE-FIREWALL - [0:0]\n-A INPUT -j KUBE-FIREWALL\nCOMMIT\n",
     )
     .unwrap();
-    let mut p = IptablesProxier::new(twin, config(), vec![IpFamily::V4]);
+    // Without localhost NodePorts, kubelet's KUBE-FIREWALL is foreign.
+    let cfg = Config {
+        iptables_localhost_nodeports: false,
+        ..config()
+    };
+    let mut p = IptablesProxier::new(twin, cfg, vec![IpFamily::V4]);
     assert!(p.sync_view(&c, None).ok());
     let text = p.last_restore(IpFamily::V4).unwrap().to_string();
     assert!(
@@ -914,7 +926,12 @@ fn detect_local_modes_shape_the_masquerade_and_pod_traffic_rules() {
     // NodeCIDR before the Node has podCIDRs: neither rule.
     let text = with(LocalMode::NodeCidr, vec![]);
     assert!(!text.contains("pod traffic for"), "{text}");
-    assert!(!text.contains("! -s"), "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("! -s") && !l.starts_with("-A KUBE-FIREWALL ")),
+        "{text}"
+    );
 }
 
 /// `nodePortAddresses: [primary]`: the Node's first address of each family

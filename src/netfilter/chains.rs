@@ -18,6 +18,12 @@ pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
 pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
 pub const KUBE_NODEPORTS: &str = "KUBE-NODEPORTS";
 
+/// kubelet's chain, which upstream's iptables mode also writes when it
+/// serves NodePorts on 127.0.0.1 (its localnet guard). Not kproxy's: it is
+/// in no list of owned chains, so no cleanup or mode switch removes it or
+/// its jumps, as upstream's CleanupLeftovers leaves it.
+pub const KUBE_FIREWALL: &str = "KUBE-FIREWALL";
+
 // The IPVS mode's own chains.
 pub const KUBE_NODE_PORT: &str = "KUBE-NODE-PORT";
 pub const KUBE_LOAD_BALANCER: &str = "KUBE-LOAD-BALANCER";
