@@ -17,6 +17,7 @@ use crate::kernel::iptables::IptablesCmd;
 use crate::kernel::ipvs::Ipvs;
 use crate::kernel::ipvs::twin::IpvsTwin;
 use crate::kernel::link::Links;
+use crate::net::IpFamily;
 use crate::netfilter::cleanup::{Leftovers, cleanup_iptables_leftovers};
 use crate::source::EventSender;
 use crate::sync::{Exit, NoObserver, Observers, Proxier, Schedule, SyncLoop, SyncObserver};
@@ -178,16 +179,35 @@ fn iptables_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
             .map(|l| l.addr)
             .collect())
     });
+    let mut proxier = IptablesProxier::for_node(config.clone()).with_addresses(addresses);
     if !config.dry_run {
+        // First, so that a start refused here leaves the node as it was.
+        if proxier.families().contains(&IpFamily::V4) && config.localhost_nodeports() {
+            enable_route_localnet()?;
+        }
         for e in ipvs_leftovers(config) {
             tracing::warn!("removing IPVS-mode leftovers: {e}");
         }
     }
-    let mut proxier = IptablesProxier::for_node(config.clone()).with_addresses(addresses);
     if let Some(ct) = open_conntrack(config) {
         proxier = proxier.with_conntrack(ct);
     }
     Ok(Box::new(proxier))
+}
+
+/// NodePorts on 127.0.0.1 need the kernel to route packets addressed to
+/// loopback once DNATed elsewhere; upstream refuses to start when it cannot
+/// set this, and so does kproxy.
+fn enable_route_localnet() -> anyhow::Result<()> {
+    use crate::kernel::sysctl::{ProcSysctl, ensure};
+    const NAME: &str = "net/ipv4/conf/all/route_localnet";
+    tracing::info!(
+        "setting route_localnet=1 to allow NodePorts on localhost; to change this either disable --iptables-localhost-nodeports or set --nodeport-addresses to leave out loopback addresses"
+    );
+    ensure(&mut ProcSysctl::default(), NAME, 1).with_context(
+        || "NodePorts on localhost (--iptables-localhost-nodeports) need route_localnet",
+    )?;
+    Ok(())
 }
 
 /// The conntrack adapter that deletes stale UDP/SCTP entries after each

@@ -66,6 +66,11 @@ impl<I: Iptables> IptablesProxier<I> {
         self
     }
 
+    /// The families this proxier programs.
+    pub fn families(&self) -> &[IpFamily] {
+        &self.families
+    }
+
     /// The last restore input written (or, after `dry_run`, computed) for `family`.
     pub fn last_restore(&self, family: IpFamily) -> Option<&str> {
         self.ledger.last_restore.get(&family).map(String::as_str)
