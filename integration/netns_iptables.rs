@@ -548,8 +548,21 @@ mod inner {
             "-A KUBE-SERVICES -d 10.96.0.13/32 -p tcp -m comment --comment \"default/empty:http has no endpoints\" -m tcp --dport 80 -j REJECT",
             "-A KUBE-PROXY-FIREWALL -d 192.0.2.100/32 -p tcp -m comment --comment \"default/lb:http traffic not accepted by KUBE-FW-",
             "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD",
+            // NodePorts on 127.0.0.1 (the default): upstream's localnet guard.
+            "-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment \"block incoming localnet connections\" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
         ] {
             assert!(filter.contains(want), "filter lacks `{want}`:\n{filter}");
+        }
+        // Its jumps are ensured last, so they come first.
+        for from in ["INPUT", "OUTPUT"] {
+            let first = filter
+                .lines()
+                .find(|l| l.starts_with(&format!("-A {from} ")));
+            assert_eq!(
+                first,
+                Some(format!("-A {from} -j KUBE-FIREWALL").as_str()),
+                "{filter}"
+            );
         }
         assert!(sh("iptables-save -t mangle").contains(":KUBE-PROXY-CANARY"));
 
@@ -571,14 +584,23 @@ mod inner {
         let nat2 = sh("iptables-save -t nat");
         assert_eq!(nat2.matches("-j KUBE-SERVICES").count(), 2, "{nat2}");
 
-        // Cleanup removes all of ours and leaves the operator's.
+        // Cleanup removes all of ours and leaves the operator's, and
+        // kubelet's KUBE-FIREWALL with its jumps, as upstream's cleanup does.
         let errors = kproxy::sync::Proxier::cleanup(&mut p);
         assert!(errors.is_empty(), "{errors:?}");
         let all = sh("iptables-save");
         assert!(
-            all.lines().all(|l| !l.contains("KUBE-")),
+            all.lines()
+                .all(|l| !l.contains("KUBE-") || l.contains("KUBE-FIREWALL")),
             "left behind:\n{all}"
         );
+        for kept in [
+            "-A INPUT -j KUBE-FIREWALL",
+            "-A OUTPUT -j KUBE-FIREWALL",
+            "-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8",
+        ] {
+            assert!(all.contains(kept), "cleanup removed `{kept}`:\n{all}");
+        }
         assert!(all.contains("-A PREROUTING -j OPERATOR"), "{all}");
         assert!(all.contains("-A OPERATOR -j RETURN"), "{all}");
     }
