@@ -40,11 +40,12 @@ LB_IP=192.168.60.10
 # The rest of the network routes the load balancer's IP to this node.
 ip -n kp-client route add "$LB_IP/32" via "$NODE_IP"
 
-# Flags both proxies get. Upstream exposes NodePorts on 127.0.0.1 by default
-# (route_localnet=1, a localnet DROP rule in kubelet's KUBE-FIREWALL, no
-# `! -d 127.0.0.0/8` on the jump to KUBE-NODEPORTS); kproxy never does. So
-# both run with --iptables-localhost-nodeports=false, which kproxy accepts;
-# what its default does is probed at the end (dry run).
+# Flags both proxies get. Both run with --iptables-localhost-nodeports=false:
+# these stages are about Services, and NodePorts on 127.0.0.1 (the default:
+# route_localnet=1, a localnet DROP rule in kubelet's KUBE-FIREWALL, no
+# `! -d 127.0.0.0/8` on the jump to KUBE-NODEPORTS) are compared with
+# upstream in api_localhost.sh; what the default would change here is
+# checked at the end (dry run).
 COMMON=(--proxy-mode=iptables --hostname-override=node-1 --cluster-cidr=10.244.0.0/16)
 UPSTREAM_FLAGS=("${COMMON[@]}" --iptables-localhost-nodeports=false)
 KPROXY_FLAGS=("${COMMON[@]}" "${NETNS_FLAGS[@]}" --kubeconfig="$KPROXY_KUBECONFIG" --iptables-localhost-nodeports=false)
@@ -230,12 +231,16 @@ check "kproxy is still running" kproxy_alive
 sort -u "$WORK/known"
 
 # kproxy's default --iptables-localhost-nodeports (true, as upstream's): what
-# would it change in the rules it programmed with false?
+# would it change in the rules it programmed with false? What upstream's
+# syncProxyRules writes for it: the jump to KUBE-NODEPORTS without
+# `! -d 127.0.0.0/8`, KUBE-FIREWALL's guard, and the jumps to it.
 dry=$("$KPROXY" "${COMMON[@]}" "${NETNS_FLAGS[@]}" --kubeconfig="$KPROXY_KUBECONFIG" --dry-run 2>&1) || fail "kproxy --dry-run failed: $dry"
 tail_rule=$(grep -- '-A KUBE-SERVICES .*this must be the last rule' <<<"$dry" | head -n 1)
-[ -n "$tail_rule" ] || fail "kproxy --dry-run shows no jump to KUBE-NODEPORTS: $dry"
-if grep -qF -- '! -d 127.0.0.0/8' <<<"$tail_rule"; then
-  echo "known difference: kproxy's default --iptables-localhost-nodeports=true is not acted on: NodePorts on 127.0.0.1 stay refused ($tail_rule); upstream's default accepts them (that match absent, route_localnet=1, a localnet DROP rule in KUBE-FIREWALL, and per NodePort -A KUBE-NODEPORTS -d 127.0.0.0/8 ... -m nfacct --nfacct-name localhost_nps_accepted_pkts)"
-else
-  echo "# kproxy's default --iptables-localhost-nodeports=true accepts NodePorts on 127.0.0.1: $tail_rule"
-fi
+check "dry run of the default: the jump to KUBE-NODEPORTS takes in loopback" eval \
+  '[ -n "$tail_rule" ] && ! grep -qF -- "127.0.0.0/8" <<<"$tail_rule"'
+check "dry run of the default: KUBE-FIREWALL's localnet guard" grep -qF -- \
+  '-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP' <<<"$dry"
+check "dry run of the default: the jumps to KUBE-FIREWALL" eval \
+  'grep -qxF -- "-I INPUT 1 -j KUBE-FIREWALL" <<<"$dry" && grep -qxF -- "-I OUTPUT 1 -j KUBE-FIREWALL" <<<"$dry"'
+check "the dry run changed nothing: route_localnet is still 0" eval \
+  '[ "$(cat /proc/sys/net/ipv4/conf/all/route_localnet)" = 0 ]'
