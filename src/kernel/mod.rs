@@ -8,6 +8,7 @@
 pub mod conntrack;
 pub mod conntrack_sysctl;
 pub mod ipset;
+pub mod ipset_netlink;
 pub mod iptables;
 pub mod ipvs;
 pub mod link;

@@ -1,0 +1,239 @@
+use super::*;
+use crate::kernel::netlink::encode;
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+
+fn encoded(request: IpsetRequest, seq: u32, flags: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(&mut out, seq, flags, &mut message(request));
+    out
+}
+
+#[rustfmt::skip]
+#[test]
+fn the_headers_dump_is_a_list_with_the_protocol_and_the_header_flag() {
+    let bytes = encoded(headers_request(7), 5, NLM_F_REQUEST | NLM_F_DUMP);
+    assert_eq!(bytes, [
+        36, 0, 0, 0,            // length
+        0x07, 0x06,             // NFNL_SUBSYS_IPSET << 8 | IPSET_CMD_LIST
+        0x01, 0x03,             // NLM_F_REQUEST | NLM_F_DUMP
+        5, 0, 0, 0,             // sequence
+        0, 0, 0, 0,             // port id
+        0, 0, 0, 0,             // nfgenmsg: NFPROTO_UNSPEC, v0, res_id 0
+        5, 0, 1, 0, 7, 0, 0, 0, // IPSET_ATTR_PROTOCOL 7
+        8, 0, 6, 0x40, 0, 0, 0, 4, // IPSET_ATTR_FLAGS (net order) LIST_HEADER
+    ]);
+}
+
+#[rustfmt::skip]
+#[test]
+fn the_members_dump_names_its_set() {
+    let bytes = encoded(members_request(6, "KUBE-LOOP-BACK"), 1, NLM_F_REQUEST | NLM_F_DUMP);
+    let mut want = vec![
+        48, 0, 0, 0, 0x07, 0x06, 0x01, 0x03, 1, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0,
+        5, 0, 1, 0, 6, 0, 0, 0,
+        19, 0, 2, 0,
+    ];
+    want.extend_from_slice(b"KUBE-LOOP-BACK\0\0");
+    assert_eq!(bytes, want);
+}
+
+/// A list reply as the kernel builds it: header fields, then `body`.
+fn reply(name: &str, set_type: &str, family: u8, body: &[u8]) -> Vec<u8> {
+    let mut a = Vec::new();
+    put_attr(&mut a, IPSET_ATTR_PROTOCOL, &[7]);
+    put_attr(&mut a, IPSET_ATTR_SETNAME, format!("{name}\0").as_bytes());
+    put_attr(
+        &mut a,
+        IPSET_ATTR_TYPENAME,
+        format!("{set_type}\0").as_bytes(),
+    );
+    put_attr(&mut a, 4, &[6]);
+    put_attr(&mut a, IPSET_ATTR_FAMILY, &[family]);
+    a.extend_from_slice(body);
+    let mut m = Vec::new();
+    m.extend_from_slice(&((20 + a.len()) as u32).to_ne_bytes());
+    m.extend_from_slice(&0x0607u16.to_ne_bytes());
+    m.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // NLM_F_MULTI, seq, port id
+    m.extend_from_slice(&[family, 0, 0, 0]);
+    m.extend_from_slice(&a);
+    m
+}
+
+fn nested(kind: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_attr(&mut out, kind | NLA_F_NESTED, body);
+    out
+}
+
+fn ip(kind: u16, addr: &str) -> Vec<u8> {
+    let mut inner = Vec::new();
+    match addr.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(a) => put_attr(
+            &mut inner,
+            IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER,
+            &a.octets(),
+        ),
+        IpAddr::V6(a) => put_attr(
+            &mut inner,
+            IPSET_ATTR_IPADDR_IPV6 | NLA_F_NET_BYTEORDER,
+            &a.octets(),
+        ),
+    }
+    nested(kind, &inner)
+}
+
+fn port_proto(port: u16, proto: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_attr(
+        &mut out,
+        IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER,
+        &port.to_be_bytes(),
+    );
+    put_attr(&mut out, IPSET_ATTR_PROTO, &[proto]);
+    out
+}
+
+fn header_data(elements: u32) -> Vec<u8> {
+    let mut d = Vec::new();
+    put_attr(
+        &mut d,
+        IPSET_ATTR_HASHSIZE | NLA_F_NET_BYTEORDER,
+        &1024u32.to_be_bytes(),
+    );
+    put_attr(
+        &mut d,
+        IPSET_ATTR_MAXELEM | NLA_F_NET_BYTEORDER,
+        &65536u32.to_be_bytes(),
+    );
+    put_attr(
+        &mut d,
+        IPSET_ATTR_ELEMENTS | NLA_F_NET_BYTEORDER,
+        &elements.to_be_bytes(),
+    );
+    nested(IPSET_ATTR_DATA, &d)
+}
+
+#[test]
+fn headers_give_each_sets_type_and_member_count() {
+    let replies = [
+        reply("KUBE-CLUSTER-IP", "hash:ip,port", 2, &header_data(10000)),
+        reply("KUBE-6-CLUSTER-IP", "hash:ip,port", 10, &header_data(3)),
+    ];
+    let h = headers_from(&replies).unwrap();
+    assert_eq!(
+        h["KUBE-CLUSTER-IP"],
+        SetHeader {
+            set_type: "hash:ip,port".into(),
+            entries: 10000
+        }
+    );
+    assert_eq!(h["KUBE-6-CLUSTER-IP"].entries, 3);
+    assert_eq!(h.len(), 2);
+}
+
+#[test]
+fn members_are_written_as_ipset_save_writes_them() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("hash:ip", ip(IPSET_ATTR_IP, "10.96.0.10"), "10.96.0.10"),
+        ("hash:ip", ip(IPSET_ATTR_IP, "fd00::a"), "fd00::a"),
+        (
+            "hash:ip,port",
+            [ip(IPSET_ATTR_IP, "10.96.0.10"), port_proto(80, 6)].concat(),
+            "10.96.0.10,tcp:80",
+        ),
+        (
+            "hash:ip,port",
+            [ip(IPSET_ATTR_IP, "192.168.58.2"), port_proto(30868, 132)].concat(),
+            "192.168.58.2,sctp:30868",
+        ),
+        (
+            "hash:ip,port,ip",
+            [
+                ip(IPSET_ATTR_IP, "10.244.1.5"),
+                port_proto(8080, 6),
+                ip(IPSET_ATTR_IP2, "10.244.1.5"),
+            ]
+            .concat(),
+            "10.244.1.5,tcp:8080,10.244.1.5",
+        ),
+        (
+            "hash:ip,port,net",
+            {
+                let mut v = [
+                    ip(IPSET_ATTR_IP, "203.0.113.7"),
+                    port_proto(443, 6),
+                    ip(IPSET_ATTR_IP2, "10.0.0.0"),
+                ]
+                .concat();
+                put_attr(&mut v, IPSET_ATTR_CIDR2, &[8]);
+                v
+            },
+            "203.0.113.7,tcp:443,10.0.0.0/8",
+        ),
+        (
+            "hash:ip,port,net",
+            {
+                let mut v = [
+                    ip(IPSET_ATTR_IP, "fd00::7"),
+                    port_proto(53, 17),
+                    ip(IPSET_ATTR_IP2, "fd00::1"),
+                ]
+                .concat();
+                put_attr(&mut v, IPSET_ATTR_CIDR2, &[128]);
+                v
+            },
+            "fd00::7,udp:53,fd00::1",
+        ),
+        ("bitmap:port", port_proto(30080, 0)[..8].to_vec(), "30080"),
+    ];
+    for (set_type, data, want) in cases {
+        assert_eq!(entry_text(set_type, &data).unwrap(), want, "{set_type}");
+    }
+}
+
+#[test]
+fn a_set_is_read_from_its_header_and_member_parts() {
+    let mut adt = nested(
+        IPSET_ATTR_DATA,
+        &[ip(IPSET_ATTR_IP, "10.96.0.1"), port_proto(443, 6)].concat(),
+    );
+    adt.extend(nested(
+        IPSET_ATTR_DATA,
+        &[ip(IPSET_ATTR_IP, "10.96.0.10"), port_proto(53, 17)].concat(),
+    ));
+    let first = reply(
+        "KUBE-CLUSTER-IP",
+        "hash:ip,port",
+        2,
+        &[header_data(2), nested(IPSET_ATTR_ADT, &adt)].concat(),
+    );
+    let more = reply(
+        "KUBE-CLUSTER-IP",
+        "hash:ip,port",
+        2,
+        &nested(
+            IPSET_ATTR_ADT,
+            &nested(
+                IPSET_ATTR_DATA,
+                &[ip(IPSET_ATTR_IP, "10.96.0.2"), port_proto(80, 6)].concat(),
+            ),
+        ),
+    );
+    let set = set_from(&[first, more]).unwrap();
+    assert_eq!(set.set_type, "hash:ip,port");
+    assert_eq!(
+        set.options,
+        ["family", "inet", "hashsize", "1024", "maxelem", "65536"]
+    );
+    assert_eq!(
+        set.entries.iter().collect::<Vec<_>>(),
+        ["10.96.0.1,tcp:443", "10.96.0.10,udp:53", "10.96.0.2,tcp:80"]
+    );
+}
+
+#[test]
+fn a_truncated_attribute_is_an_error_not_a_panic() {
+    assert!(attrs(&[8, 0, 1, 0, 1]).is_err());
+    assert!(entry_text("hash:ip", &[]).is_err());
+}
