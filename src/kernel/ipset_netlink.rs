@@ -1,4 +1,4 @@
-//! Reading ipsets over nfnetlink (NETLINK_NETFILTER, subsystem
+//! ipsets over nfnetlink (NETLINK_NETFILTER, subsystem
 //! NFNL_SUBSYS_IPSET) on kproxy's netlink transport, without the `ipset`
 //! program: every set's header (type and member count) in one dump, and one
 //! set's members in `ipset save`'s text form.
@@ -8,7 +8,8 @@
 //! IPSET_ATTR_PROTOCOL, at the version the kernel answered to
 //! IPSET_CMD_PROTOCOL (capped at the one this module speaks).
 //!
-//! Writes still go through `ipset restore` (`IpsetCmd`).
+//! Writes (`restore`) run the same scripts `ipset restore -exist` takes, as
+//! requests (see `write`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -19,7 +20,7 @@ use netlink_packet_core::{
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::KernelError;
-use super::ipset::{IpsetCmd, Ipsets, LiveSet, SetHeader};
+use super::ipset::{Ipsets, LiveSet, SetHeader};
 use super::netlink::{Exchange, NetlinkError, NetlinkSocket};
 
 /// `NFNL_SUBSYS_IPSET` (linux/netfilter/nfnetlink.h).
@@ -381,11 +382,13 @@ pub fn set_from(replies: &[Vec<u8>]) -> Result<LiveSet, DecodeError> {
     Ok(set)
 }
 
-/// ipsets over nfnetlink for reads; `ipset restore` for writes.
+/// ipsets over nfnetlink.
 #[derive(Debug)]
 pub struct IpsetNetlink {
     socket: NetlinkSocket,
     protocol: u8,
+    /// Newest kernel revision per (set type, family), asked once.
+    revisions: BTreeMap<(String, u8), u8>,
 }
 
 impl IpsetNetlink {
@@ -419,6 +422,7 @@ impl IpsetNetlink {
         Ok(Self {
             socket,
             protocol: kernel.clamp(IPSET_PROTOCOL_MIN, IPSET_PROTOCOL),
+            revisions: BTreeMap::new(),
         })
     }
 
@@ -473,9 +477,12 @@ impl Ipsets for IpsetNetlink {
     }
 
     fn restore(&mut self, script: &str) -> Result<(), KernelError> {
-        IpsetCmd.restore(script)
+        self.restore_script(script)
     }
 }
+
+#[path = "ipset_netlink_write.rs"]
+pub mod write;
 
 #[cfg(test)]
 #[path = "ipset_netlink_tests.rs"]

@@ -237,3 +237,115 @@ fn a_truncated_attribute_is_an_error_not_a_panic() {
     assert!(attrs(&[8, 0, 1, 0, 1]).is_err());
     assert!(entry_text("hash:ip", &[]).is_err());
 }
+
+mod writes {
+    use super::*;
+    use crate::kernel::ipset_netlink::write::*;
+    use netlink_packet_core::NLM_F_ACK;
+
+    #[rustfmt::skip]
+    #[test]
+    fn an_add_carries_its_entry_in_network_order_without_nlm_f_excl() {
+        let (family, data) = entry_attrs("10.96.0.10,tcp:80").unwrap();
+        assert_eq!(family, 2);
+        let bytes = encoded(adt_request(7, IPSET_CMD_ADD, "S", family, &[&data]), 9, NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(bytes, [
+            68, 0, 0, 0, 0x09, 0x06, 0x05, 0x00, 9, 0, 0, 0, 0, 0, 0, 0,
+            2, 0, 0, 0,                        // nfgenmsg: NFPROTO_IPV4
+            5, 0, 1, 0, 7, 0, 0, 0,            // IPSET_ATTR_PROTOCOL 7
+            6, 0, 2, 0, b'S', 0, 0, 0,         // IPSET_ATTR_SETNAME
+            32, 0, 7, 0x80,                    // IPSET_ATTR_DATA (nested)
+              12, 0, 1, 0x80,                  //   IPSET_ATTR_IP (nested)
+                8, 0, 1, 0x40, 10, 96, 0, 10,  //     IPSET_ATTR_IPADDR_IPV4
+              6, 0, 4, 0x40, 0, 80, 0, 0,      //   IPSET_ATTR_PORT 80
+              5, 0, 7, 0, 6, 0, 0, 0,          //   IPSET_ATTR_PROTO tcp
+        ]);
+    }
+
+    #[test]
+    fn a_run_of_entries_goes_under_adt() {
+        let a = entry_attrs("30080").unwrap().1;
+        let b = entry_attrs("30081").unwrap().1;
+        let r = adt_request(7, IPSET_CMD_DEL, "P", 0, &[&a, &b]);
+        let top = attrs(&r.attrs).unwrap();
+        assert_eq!(
+            top.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [
+                IPSET_ATTR_PROTOCOL,
+                IPSET_ATTR_SETNAME,
+                IPSET_ATTR_LINENO,
+                IPSET_ATTR_ADT
+            ]
+        );
+        let inner = attrs(top[3].1).unwrap();
+        assert_eq!(inner.len(), 2);
+        assert_eq!(entry_text("bitmap:port", inner[1].1).unwrap(), "30081");
+        assert_eq!(r.cmd, IPSET_CMD_DEL);
+    }
+
+    #[test]
+    fn entries_read_back_as_they_were_written() {
+        for (set_type, entry) in [
+            ("hash:ip", "10.96.0.10"),
+            ("hash:ip", "fd00::a"),
+            ("hash:ip,port", "192.168.58.2,sctp:30868"),
+            ("hash:ip,port", "fd00::1,udp:53"),
+            ("hash:ip,port,ip", "10.244.1.5,tcp:8080,10.244.1.5"),
+            ("hash:ip,port,net", "203.0.113.7,tcp:443,10.0.0.0/8"),
+            ("hash:ip,port,net", "fd00::7,tcp:443,fd00:1::/64"),
+            ("bitmap:port", "30080"),
+        ] {
+            let (_, data) = entry_attrs(entry).unwrap();
+            assert_eq!(entry_text(set_type, &data).unwrap(), entry);
+        }
+        assert!(entry_attrs("10.0.0.1,tcp").is_err());
+        assert!(entry_attrs("nonsense").is_err());
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn a_create_sends_type_revision_family_and_sizes() {
+        let args = ["family", "inet6", "hashsize", "1024", "maxelem", "65536", "bucketsize", "12"];
+        let r = create_request(7, "KUBE-6-CLUSTER-IP", "hash:ip,port", &args, 7).unwrap();
+        assert_eq!((r.cmd, r.family), (IPSET_CMD_CREATE, 10));
+        let top = attrs(&r.attrs).unwrap();
+        assert_eq!(top[2], (IPSET_ATTR_TYPENAME, &b"hash:ip,port\0"[..]));
+        assert_eq!(top[3], (IPSET_ATTR_REVISION, &[7u8][..]));
+        assert_eq!(top[4], (IPSET_ATTR_FAMILY, &[10u8][..]));
+        let mut want = Vec::new();
+        put_attr(&mut want, IPSET_ATTR_HASHSIZE | NLA_F_NET_BYTEORDER, &1024u32.to_be_bytes());
+        put_attr(&mut want, IPSET_ATTR_MAXELEM | NLA_F_NET_BYTEORDER, &65536u32.to_be_bytes());
+        put_attr(&mut want, IPSET_ATTR_BUCKETSIZE, &[12]);
+        assert_eq!(top[5], (IPSET_ATTR_DATA, &want[..]));
+        let p = create_request(7, "KUBE-NODE-PORT-TCP", "bitmap:port", &["range", "0-65535"], 3).unwrap();
+        assert_eq!(p.family, 0);
+        let data = attrs(attrs(&p.attrs).unwrap()[5].1).unwrap();
+        assert_eq!(data, [(IPSET_ATTR_PORT, &[0u8, 0][..]), (IPSET_ATTR_PORT_TO, &[255u8, 255][..])]);
+        assert!(create_request(7, "X", "hash:ip", &["timeout", "5"], 1).is_err());
+    }
+
+    #[test]
+    fn script_lines_parse_as_sets_and_proxier_write_them() {
+        assert_eq!(
+            parse_line("create A hash:ip family inet").unwrap(),
+            Line::Create {
+                name: "A",
+                set_type: "hash:ip",
+                args: vec!["family", "inet"]
+            }
+        );
+        assert_eq!(
+            parse_line("add A 1.2.3.4").unwrap(),
+            Line::Add("A", "1.2.3.4")
+        );
+        assert_eq!(
+            parse_line("del A 1.2.3.4").unwrap(),
+            Line::Del("A", "1.2.3.4")
+        );
+        assert_eq!(parse_line("flush A").unwrap(), Line::Flush("A"));
+        assert_eq!(parse_line("destroy A").unwrap(), Line::Destroy("A"));
+        assert_eq!(parse_line("  ").unwrap(), Line::Blank);
+        assert!(parse_line("swap A B").is_err());
+        assert!(refusal(4103).contains("same name already exists"));
+    }
+}
