@@ -67,6 +67,12 @@ dump_state() {
     echo "--- kproxy log"; tail -20 "$WORK/kproxy.log"; } >&2
 }
 
+# ipsets go over netlink: an `ipset` first on PATH only records that it ran.
+mkdir -p "$WORK/shim"
+printf '#!/bin/sh\necho "$*" >>%q\nexit 1\n' "$WORK/ipset-calls" >"$WORK/shim/ipset"
+chmod +x "$WORK/shim/ipset"
+PLAIN_PATH=$PATH
+export PATH="$WORK/shim:$PATH"
 start_daemon "$M" --ipvs-sync-period 5s
 wait_for 60 "NodePort answers" in_ns client1 curl -sf -m 2 http://192.168.58.2:30080/
 wait_for 30 "rules in place" sh -c 'iptables-save -t nat | grep -q "KUBE-LOOP-BACK dst,dst,src -j MASQUERADE"'
@@ -97,6 +103,8 @@ stop_daemon
   || { cat "$WORK/once.log"; fail "kproxy --once failed"; }
 ops=$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' "$WORK/once.log" | tail -1)
 [ "$ops" = 0 ] || { grep -i "writing\|ops" "$WORK/once.log" | tail -20; fail "an unchanged cluster cost $ops kernel changes"; }
+export PATH=$PLAIN_PATH
+[ ! -e "$WORK/ipset-calls" ] || fail "kproxy ran the ipset program: $(head -3 "$WORK/ipset-calls")"
 
 ipset create OPERATOR-SET hash:ip; ipset add OPERATOR-SET 10.9.9.9
 iptables -N OPERATOR; iptables -A INPUT -j OPERATOR
@@ -105,4 +113,4 @@ iptables -N OPERATOR; iptables -A INPUT -j OPERATOR
 [ "$(ipset list -n)" = OPERATOR-SET ] || fail "sets left after cleanup: $(ipset list -n | tr '\n' ' ')"
 ! iptables-save | grep -q KUBE- || fail "KUBE- rules left after cleanup: $(iptables-save | grep KUBE- | head -5)"
 iptables-save | grep -q -- "-A INPUT -j OPERATOR" || fail "cleanup removed the operator's rule"
-echo "ok companions: masquerade, Local source kept, hairpin, VIP filter, source ranges, no-op resync, cleanup"
+echo "ok companions: masquerade, Local source kept, hairpin, VIP filter, source ranges, no-op resync, no ipset process, cleanup"

@@ -227,22 +227,31 @@ fn open_conntrack(config: &Config) -> Option<Box<dyn crate::kernel::conntrack::C
     }
 }
 
-/// IPVS mode's ipsets and iptables rules, when the node has the tools.
-/// Without them IPVS still balances, but nothing masquerades or filters:
-/// say so loudly.
+/// IPVS mode's ipsets and iptables rules. The ipsets are read and written
+/// over nfnetlink; the `ipset` program is used only when that socket cannot
+/// be opened. Without either IPVS still balances, but nothing masquerades
+/// or filters: say so loudly.
 fn ipvs_companions() -> Option<crate::ipvs::Companions> {
-    use crate::kernel::ipset::IpsetCmd;
-    if !IpsetCmd::available() {
-        tracing::error!(
-            "the ipset program is missing: IPVS mode runs without its masquerade and filter rules"
-        );
-        return None;
-    }
+    use crate::kernel::ipset::{IpsetCmd, Ipsets};
+    use crate::kernel::ipset_netlink::IpsetNetlink;
+    let ipsets: Box<dyn Ipsets> = match IpsetNetlink::connect() {
+        Ok(nl) => Box::new(nl),
+        Err(e) if IpsetCmd::available() => {
+            tracing::warn!("ipsets over netlink: {e}; using the ipset program instead");
+            Box::new(IpsetCmd)
+        }
+        Err(e) => {
+            tracing::error!(
+                "ipsets cannot be reached ({e}) and the ipset program is missing: IPVS mode runs without its masquerade and filter rules"
+            );
+            return None;
+        }
+    };
     let ipt = IptablesCmd::detect();
     let families = ipt.families();
     Some(crate::ipvs::Companions::new(
         Box::new(ipt),
-        Box::new(IpsetCmd),
+        ipsets,
         families,
     ))
 }
