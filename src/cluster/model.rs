@@ -205,6 +205,24 @@ impl EndpointSlice {
     pub(crate) fn service_name(&self) -> ServiceName {
         ServiceName::new(&self.namespace, &self.service)
     }
+
+    /// The IP family of the slice's addresses; None for FQDN slices, which
+    /// a proxy ignores.
+    pub(crate) fn family(&self) -> Option<IpFamily> {
+        match self.address_type {
+            AddressType::V4 => Some(IpFamily::V4),
+            AddressType::V6 => Some(IpFamily::V6),
+            AddressType::Fqdn => None,
+        }
+    }
+
+    /// The slice's port for Service port `port`: the one of the same name
+    /// and protocol, as upstream pairs them.
+    pub(crate) fn port_for(&self, port: &ServicePort) -> Option<&EndpointPort> {
+        self.ports
+            .iter()
+            .find(|p| p.name == port.name && p.protocol == port.protocol)
+    }
 }
 
 /// This node, as far as the proxy cares.

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::model::{AddressType, EndpointSlice, Service, ServicePort, TrafficPolicy};
+use super::model::{EndpointSlice, Service, ServicePort, TrafficPolicy};
 use super::object::{Kind, ObjectRef, Problem};
 use crate::net::IpFamily;
 
@@ -55,19 +55,10 @@ pub fn port_endpoints(
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for slice in slices {
-        let slice_family = match slice.address_type {
-            AddressType::V4 => IpFamily::V4,
-            AddressType::V6 => IpFamily::V6,
-            AddressType::Fqdn => continue,
-        };
-        if slice_family != family {
+        if slice.family() != Some(family) {
             continue;
         }
-        let Some(sp) = slice
-            .ports
-            .iter()
-            .find(|p| p.name == port.name && p.protocol == port.protocol)
-        else {
+        let Some(sp) = slice.port_for(port) else {
             continue;
         };
         for ep in &slice.endpoints {

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{AddressType, ClusterView, EndpointSlice, IpMode, ServicePort};
+use crate::cluster::{ClusterView, EndpointSlice, IpMode, ServicePort};
 use crate::kernel::KernelError;
 use crate::kernel::conntrack::{Conntrack, Flow};
 use crate::net::{IpFamily, Protocol};
@@ -124,19 +124,10 @@ pub fn targets(view: &dyn ClusterView, families: &[IpFamily]) -> Targets {
 fn serving(port: &ServicePort, family: IpFamily, slices: &[&EndpointSlice]) -> Backends {
     let mut out = Backends::new();
     for slice in slices {
-        let slice_family = match slice.address_type {
-            AddressType::V4 => IpFamily::V4,
-            AddressType::V6 => IpFamily::V6,
-            AddressType::Fqdn => continue,
-        };
-        if slice_family != family {
+        if slice.family() != Some(family) {
             continue;
         }
-        let Some(sp) = slice
-            .ports
-            .iter()
-            .find(|p| p.name == port.name && p.protocol == port.protocol)
-        else {
+        let Some(sp) = slice.port_for(port) else {
             continue;
         };
         out.extend(

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::cluster::{AddressType, ClusterView, Endpoint, EndpointSlice, Protocol, ServiceName};
+use crate::cluster::{ClusterView, Endpoint, EndpointSlice, Protocol, ServiceName};
 use crate::net::IpFamily;
 
 /// One Service's health-check node port in one family.
@@ -62,12 +62,7 @@ type ByAddress<'a> = BTreeMap<(IpAddr, u16), &'a Endpoint>;
 fn local_ready(slices: &[&EndpointSlice], family: IpFamily, node_name: &str) -> usize {
     let mut by_port: BTreeMap<(&str, Protocol), ByAddress<'_>> = BTreeMap::new();
     for slice in slices {
-        let slice_family = match slice.address_type {
-            AddressType::V4 => IpFamily::V4,
-            AddressType::V6 => IpFamily::V6,
-            AddressType::Fqdn => continue,
-        };
-        if slice_family != family {
+        if slice.family() != Some(family) {
             continue;
         }
         for sp in slice.ports.iter().filter(|p| p.port != 0) {
@@ -97,7 +92,8 @@ fn local_ready(slices: &[&EndpointSlice], family: IpFamily, node_name: &str) -> 
 mod tests {
     use super::*;
     use crate::cluster::{
-        EndpointPort, Service, ServicePort, ServiceType, StaticCluster, TargetPort, TrafficPolicy,
+        AddressType, EndpointPort, Service, ServicePort, ServiceType, StaticCluster, TargetPort,
+        TrafficPolicy,
     };
 
     const NODE: &str = "node-1";
