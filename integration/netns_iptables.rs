@@ -70,6 +70,7 @@ netns_tests!(
     ipv6_rules_load_without_drift,
     refused_restore_names_the_rule_and_changes_nothing,
     the_binary_programs_and_cleans_up_in_iptables_mode,
+    a_large_sync_on_nf_tables_is_staged_and_matches_one_transaction,
     without_ipvs_kproxy_falls_back_or_refuses_as_asked,
     ipvs_companions_read_back_without_drift_and_clean_up,
 );
@@ -452,6 +453,99 @@ mod inner {
         assert!(
             nat.contains("-A OUTPUT -j OPERATOR"),
             "cleanup removed the operator's rule:\n{nat}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// 400 Services x 10 endpoints is past one section's budget: on
+    /// nf_tables the binary writes the nat table in several transactions
+    /// (netfilter/staged.rs). The kernel must accept every one and end up
+    /// with exactly what the same rules in one transaction give.
+    #[test]
+    #[ignore = "runs in a fresh network namespace through its outer test"]
+    fn a_large_sync_on_nf_tables_is_staged_and_matches_one_transaction() {
+        let _w = World::new();
+        let dir = std::env::temp_dir().join(format!("kproxy-staged-{}", std::process::id()));
+        let generator = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen-cluster.py");
+        sh(&format!(
+            "python3 {generator} --services 400 --endpoints 10 --out {} >/dev/null",
+            dir.display()
+        ));
+        let kproxy = env!("CARGO_BIN_EXE_kproxy");
+        let d = dir.to_str().unwrap();
+        let run = |extra: &[&str]| {
+            let out = Command::new(kproxy)
+                .args(["--proxy-mode", "iptables", "--manifests", d])
+                .args(["--hostname-override", "node-1", NETNS_CONNTRACK])
+                .args(extra)
+                .output()
+                .expect("kproxy");
+            assert!(
+                out.status.success(),
+                "kproxy {extra:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let dry = run(&["--dry-run"]);
+        let v4 = dry
+            .split("# IPv6:")
+            .next()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let sections = v4.lines().filter(|l| *l == "*nat").count();
+        assert!(
+            sections > 3,
+            "expected a staged nat restore, got {sections} section(s)"
+        );
+
+        run(&["--once"]);
+        // `ns` empty: this namespace; otherwise a namespace inside it.
+        let normalized = |ns: &str| {
+            let exec = if ns.is_empty() {
+                String::new()
+            } else {
+                format!("ip netns exec {ns} ")
+            };
+            let mut l: Vec<String> = sh(&format!("{exec}iptables-nft-save"))
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| l.replace(" [0:0]", ""))
+                .collect();
+            l.sort_unstable();
+            l
+        };
+        let staged = normalized("");
+        assert!(
+            staged
+                .iter()
+                .filter(|l| l.starts_with("-A KUBE-SEP-"))
+                .count()
+                >= 8000
+        );
+
+        // The same lines as one nat transaction, in a namespace of its own.
+        let (before, nat) = v4.split_once("*nat\n").unwrap();
+        let single = format!("{before}*nat\n{}\n", nat.replace("COMMIT\n*nat\n", ""));
+        assert_eq!(single.lines().filter(|l| *l == "*nat").count(), 1);
+        let file = dir.join("single.rules");
+        std::fs::write(&file, single).unwrap();
+        let ns = format!("kproxy-single-{}", std::process::id());
+        sh(&format!("ip netns add {ns}"));
+        sh(&format!(
+            "ip netns exec {ns} iptables-nft-restore --noflush {}",
+            file.display()
+        ));
+        let single = normalized(&ns);
+        sh(&format!("ip netns del {ns}"));
+        assert!(
+            staged == single,
+            "staged and single restores differ ({} against {} lines)",
+            staged.len(),
+            single.len()
         );
         std::fs::remove_dir_all(&dir).ok();
     }

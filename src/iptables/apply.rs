@@ -42,7 +42,7 @@ pub fn apply<I: Iptables + ?Sized>(
     ledger: &mut Ledger,
     outcome: &mut SyncOutcome,
 ) {
-    let text = changes.restore.render();
+    let text = changes.render_for(ipt.nf_tables());
     if text.is_empty() {
         // A partial sync where nothing the kernel holds has to change.
         ledger.last_restore.insert(family, text);

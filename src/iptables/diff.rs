@@ -85,6 +85,16 @@ pub fn skip_unchanged_top(restore: &mut RestorePlan<'_>, last: &TopHashes) {
 }
 
 impl Changes<'_> {
+    /// The restore input for a backend: split into transactions on
+    /// nf_tables when large (`netfilter/staged.rs`), one otherwise.
+    pub fn render_for(&self, nf_tables: bool) -> String {
+        if nf_tables {
+            self.restore.render_staged()
+        } else {
+            self.restore.render()
+        }
+    }
+
     /// Chains declared and filled.
     pub fn written(&self) -> usize {
         self.restore.nat.len() + self.restore.filter.len()

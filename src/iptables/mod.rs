@@ -42,4 +42,6 @@ mod diff_tests;
 mod localhost_tests;
 
 #[cfg(test)]
+mod proxier_staged_tests;
+#[cfg(test)]
 mod proxier_tests;

@@ -200,7 +200,8 @@ impl<I: Iptables> IptablesProxier<I> {
             // As a partial sync with nothing changed: what differs from the
             // live kernel (everything, when nothing is programmed yet).
             let live = live::read(&mut self.ipt, family, SyncMode::Diff, false)?;
-            let text = self.diff(&plan, family, &live).restore.render();
+            let nf_tables = self.ipt.nf_tables();
+            let text = self.diff(&plan, family, &live).render_for(nf_tables);
             lines.push(format!("# {family}: iptables-restore --noflush input"));
             lines.extend(text.lines().map(str::to_string));
             self.ledger.last_restore.insert(family, text);

@@ -47,6 +47,11 @@ pub trait Iptables: Send {
     fn chain_exists(&mut self, family: IpFamily, table: &str, chain: &str) -> bool;
     /// Feed `input` to `iptables-restore --noflush -w` (or ip6tables-restore).
     fn restore(&mut self, family: IpFamily, input: &str) -> Result<(), KernelError>;
+    /// Whether the programs write through nf_tables, where a large restore
+    /// is fastest split into transactions (`netfilter/staged.rs`).
+    fn nf_tables(&self) -> bool {
+        false
+    }
 }
 
 /// A shared adapter (tests keep a handle to look inside a twin).
@@ -59,6 +64,9 @@ impl<T: Iptables> Iptables for std::sync::Arc<std::sync::Mutex<T>> {
     }
     fn restore(&mut self, family: IpFamily, input: &str) -> Result<(), KernelError> {
         self.lock().unwrap().restore(family, input)
+    }
+    fn nf_tables(&self) -> bool {
+        self.lock().unwrap().nf_tables()
     }
 }
 
@@ -226,6 +234,18 @@ impl Iptables for IptablesCmd {
             Err(KernelError::new(op, explain_restore_error(&stderr, input)))
         }
     }
+
+    fn nf_tables(&self) -> bool {
+        match self.backend {
+            Backend::Nft => true,
+            Backend::Legacy => false,
+            // `iptables --version` names its backend: "v1.8.9 (nf_tables)".
+            Backend::Default => Command::new("iptables")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables")),
+        }
+    }
 }
 
 /// iptables-restore names the failing line by number; quote it, so that the
@@ -309,6 +329,8 @@ pub struct IptablesTwin {
     pub fail_restores: usize,
     /// Saves fail while set.
     pub fail_saves: bool,
+    /// Answer `nf_tables()` with this (the backend a test pretends to be).
+    pub nf_tables: bool,
 }
 
 impl IptablesTwin {
@@ -381,6 +403,9 @@ impl IptablesTwin {
                 return Err(err("no table selected"));
             };
             if line == "COMMIT" {
+                // Each COMMIT is its own transaction, as with the real
+                // programs: what came before stays when a later one fails.
+                self.tables = staged.clone();
                 table = None;
                 continue;
             }
@@ -455,7 +480,6 @@ impl IptablesTwin {
         if table.is_some() {
             return Err("input ends without COMMIT".into());
         }
-        self.tables = staged;
         Ok(())
     }
 }
@@ -546,6 +570,10 @@ impl Iptables for IptablesTwin {
         }
         self.apply(family, input)
             .map_err(|reason| KernelError::new(op, reason))
+    }
+
+    fn nf_tables(&self) -> bool {
+        self.nf_tables
     }
 }
 

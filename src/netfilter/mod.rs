@@ -8,3 +8,4 @@ pub mod cleanup;
 pub mod conntrack;
 pub(crate) mod local;
 pub(crate) mod ruleset;
+pub(crate) mod staged;
