@@ -33,8 +33,6 @@ impl fmt::Display for FileError {
 /// What one file contributed the last time it parsed.
 #[derive(Clone, Debug, Default)]
 pub(super) struct FileObjects {
-    /// The text they came from: an unchanged file is not parsed again.
-    pub(super) text: String,
     pub(super) objects: Vec<Object>,
     pub(super) ignored: BTreeSet<String>,
 }
@@ -102,25 +100,24 @@ fn default_namespace(obj: &mut Object) {
 /// The objects kproxy reads from one file's text (YAML, or JSON when the
 /// path ends in `.json`); other kinds are left out.
 pub fn parse_text(path: &Path, text: &str) -> Result<Vec<Object>, FileError> {
-    parse_file(path, text.to_string()).map(|f| f.objects)
+    parse_file(path, text).map(|f| f.objects)
 }
 
 /// Parse one file's text; the whole file fails if any document does, so
 /// that its last good version stays in use as a unit.
-pub(super) fn parse_file(path: &Path, text: String) -> Result<FileObjects, FileError> {
+pub(super) fn parse_file(path: &Path, text: &str) -> Result<FileObjects, FileError> {
     let mut out = FileObjects::default();
     let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
     if is_json {
-        parse_json(path, &text, &mut out)?;
+        parse_json(path, text, &mut out)?;
     } else {
-        for (first_line, doc) in split_documents(&text) {
+        for (first_line, doc) in split_documents(text) {
             parse_yaml_document(path, first_line, &doc, &mut out)?;
         }
     }
     for obj in &mut out.objects {
         default_namespace(obj);
     }
-    out.text = text;
     Ok(out)
 }
 

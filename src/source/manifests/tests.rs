@@ -1,6 +1,6 @@
 //! The manifests source: parsing, reloading and watching a directory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -9,11 +9,81 @@ use super::load::{LoadResult, Loader};
 use super::parse::split_documents;
 use super::watch::{report, run};
 use crate::cluster::convert::ConvertOptions;
-use crate::cluster::{ClusterState, Kind, Object, ServiceName, SourceEvent};
+use crate::cluster::{ClusterState, Kind, Object, ObjectRef, ServiceName, SourceEvent};
+
+/// A loader and the objects its events amount to, kept as the store would
+/// keep them.
+struct TestLoader {
+    loader: Loader,
+    store: BTreeMap<ObjectRef, Object>,
+}
+
+/// One reload: the loader's result, the events it sent and the objects the
+/// store holds after them, by kind in name order.
+struct Loaded {
+    result: LoadResult,
+    events: Vec<SourceEvent>,
+    objects_by_kind: BTreeMap<Kind, Vec<Object>>,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = LoadResult;
+    fn deref(&self) -> &LoadResult {
+        &self.result
+    }
+}
+
+impl Loaded {
+    fn count(&self) -> usize {
+        self.result.count
+    }
+}
+
+impl TestLoader {
+    fn new(dir: &Path) -> Self {
+        Self {
+            loader: Loader::new(dir),
+            store: BTreeMap::new(),
+        }
+    }
+
+    fn reload(&mut self) -> Loaded {
+        let mut events = Vec::new();
+        let result = self.loader.reload(&mut |ev| events.push(ev));
+        for ev in &events {
+            match ev {
+                SourceEvent::Apply(o) => {
+                    self.store.insert(o.object_ref(), o.clone());
+                }
+                SourceEvent::Delete(r) => {
+                    assert!(self.store.remove(r).is_some(), "{r} deleted but never sent");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut objects_by_kind: BTreeMap<Kind, Vec<Object>> = [
+            Kind::Service,
+            Kind::EndpointSlice,
+            Kind::Endpoints,
+            Kind::Node,
+        ]
+        .into_iter()
+        .map(|k| (k, Vec::new()))
+        .collect();
+        for (r, o) in &self.store {
+            objects_by_kind.get_mut(&r.kind).unwrap().push(o.clone());
+        }
+        Loaded {
+            result,
+            events,
+            objects_by_kind,
+        }
+    }
+}
 
 /// Read every manifest in `dir` once.
-fn load_dir(dir: &Path) -> LoadResult {
-    Loader::new(dir).reload()
+fn load_dir(dir: &Path) -> Loaded {
+    TestLoader::new(dir).reload()
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -26,15 +96,15 @@ fn service_yaml(name: &str, ip: &str) -> String {
     )
 }
 
-/// `Kind namespace/name` of every object of `kind`, in order.
-fn refs(r: &LoadResult, kind: Kind) -> Vec<String> {
+/// `Kind namespace/name` of every object of `kind`, in name order.
+fn refs(r: &Loaded, kind: Kind) -> Vec<String> {
     r.objects_by_kind[&kind]
         .iter()
         .map(|o| o.object_ref().to_string())
         .collect()
 }
 
-fn cluster_ip(r: &LoadResult, name: &str) -> Option<String> {
+fn cluster_ip(r: &Loaded, name: &str) -> Option<String> {
     r.objects_by_kind[&Kind::Service]
         .iter()
         .find_map(|o| match o {
@@ -73,16 +143,9 @@ fn multi_document_yaml() {
     );
     assert_eq!(refs(&r, Kind::Node), vec!["Node node-1"]);
     assert!(r.objects_by_kind[&Kind::Endpoints].is_empty());
-    // Every kind is reported, so that a Replace can empty it.
-    let kinds: Vec<Kind> = r
-        .into_events()
-        .iter()
-        .map(|e| match e {
-            SourceEvent::Replace(k, _) => *k,
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(kinds.len(), 4);
+    // One Apply per object, nothing else.
+    assert_eq!(r.events.len(), 3);
+    assert!(r.events.iter().all(|e| matches!(e, SourceEvent::Apply(_))));
 }
 
 #[test]
@@ -178,25 +241,28 @@ fn ignored_kinds_warn_once() {
             deploy("c")
         ),
     );
-    let mut loader = Loader::new(dir.path());
+    let mut loader = TestLoader::new(dir.path());
     let mut warned = BTreeSet::new();
     let first = loader.reload();
     assert_eq!(
-        report(&first, &mut warned),
+        report(&first.result, &mut warned),
         vec!["apps/v1 Deployment", "v1 Pod"],
         "one warning per kind, not per object"
     );
     assert_eq!(first.count(), 0);
     // Not again on a reload, and not for a new file with the same kind.
     write(dir.path(), "c.yaml", &deploy("d"));
-    assert!(report(&loader.reload(), &mut warned).is_empty());
+    assert!(report(&loader.reload().result, &mut warned).is_empty());
     // A new kind is still announced.
     write(
         dir.path(),
         "d.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
     );
-    assert_eq!(report(&loader.reload(), &mut warned), vec!["v1 ConfigMap"]);
+    assert_eq!(
+        report(&loader.reload().result, &mut warned),
+        vec!["v1 ConfigMap"]
+    );
 }
 
 #[test]
@@ -209,7 +275,7 @@ fn parse_error_keeps_the_last_good_objects() {
         &format!("{}---\n{SLICE}", service_yaml("web", "10.96.0.10")),
     );
     write(p, "b.yaml", &service_yaml("api", "10.96.0.11"));
-    let mut loader = Loader::new(p);
+    let mut loader = TestLoader::new(p);
     let r = loader.reload();
     assert!(r.errors.is_empty());
     assert_eq!(r.count(), 3);
@@ -303,7 +369,7 @@ fn documents_must_say_what_they_are() {
 fn reload_reports_whether_anything_changed() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let mut loader = Loader::new(p);
+    let mut loader = TestLoader::new(p);
     assert!(!loader.reload().changed, "an empty directory");
     write(p, "a.yaml", &service_yaml("a", "10.96.0.1"));
     assert!(loader.reload().changed);
@@ -327,7 +393,7 @@ fn deleted_file_withdraws_its_objects() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.yaml", &service_yaml("a", "10.96.0.1"));
     write(dir.path(), "b.yaml", &service_yaml("b", "10.96.0.2"));
-    let mut loader = Loader::new(dir.path());
+    let mut loader = TestLoader::new(dir.path());
     assert_eq!(loader.reload().count(), 2);
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
     let r = loader.reload();
@@ -340,7 +406,7 @@ fn unreadable_directory_keeps_everything() {
     let sub = dir.path().join("m");
     std::fs::create_dir(&sub).unwrap();
     write(&sub, "a.yaml", &service_yaml("a", "10.96.0.1"));
-    let mut loader = Loader::new(&sub);
+    let mut loader = TestLoader::new(&sub);
     assert_eq!(loader.reload().count(), 1);
     std::fs::rename(&sub, dir.path().join("elsewhere")).unwrap();
     let r = loader.reload();
@@ -393,8 +459,12 @@ fn document_split() {
     );
 }
 
-/// Wait for the next Replace of Services; return the names it lists.
-async fn next_services(rx: &mut tokio::sync::mpsc::UnboundedReceiver<SourceEvent>) -> Vec<String> {
+/// Wait for the next event about a Service, apply it to `names` (the
+/// Services sent so far) and return them in name order.
+async fn next_services(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<SourceEvent>,
+    names: &mut BTreeSet<String>,
+) -> Vec<String> {
     // Generous: this bounds a hang, it does not measure speed.
     let deadline = Duration::from_secs(30);
     loop {
@@ -402,9 +472,16 @@ async fn next_services(rx: &mut tokio::sync::mpsc::UnboundedReceiver<SourceEvent
             .await
             .expect("no event from the manifests source")
             .expect("the manifests source stopped");
-        if let SourceEvent::Replace(Kind::Service, objs) = ev {
-            return objs.iter().map(|o| o.object_ref().name).collect();
+        match ev {
+            SourceEvent::Apply(o) if o.kind() == Kind::Service => {
+                names.insert(o.object_ref().name);
+            }
+            SourceEvent::Delete(r) if r.kind == Kind::Service => {
+                names.remove(&r.name);
+            }
+            _ => continue,
         }
+        return names.iter().cloned().collect();
     }
 }
 
@@ -415,30 +492,23 @@ async fn run_sends_the_set_then_synced_then_reloads_on_change() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(run(dir.path().to_path_buf(), tx));
 
-    // The first set, then Synced exactly once.
+    // The first load's objects, then Synced exactly once.
     let mut first = Vec::new();
     loop {
         match rx.recv().await.unwrap() {
             SourceEvent::Synced => break,
-            SourceEvent::Replace(k, objs) => first.push((k, objs.len())),
+            SourceEvent::Apply(o) => first.push(o.object_ref().to_string()),
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(
-        first,
-        vec![
-            (Kind::Service, 1),
-            (Kind::EndpointSlice, 0),
-            (Kind::Endpoints, 0),
-            (Kind::Node, 0)
-        ]
-    );
+    assert_eq!(first, vec!["Service shop/a"]);
+    let sent = &mut BTreeSet::from(["a".to_string()]);
 
     write(dir.path(), "b.yaml", &service_yaml("b", "10.96.0.2"));
-    let mut names = next_services(&mut rx).await;
+    let mut names = next_services(&mut rx, sent).await;
     // A burst may be seen as two reloads; wait for the one with b.
     while names.len() < 2 {
-        names = next_services(&mut rx).await;
+        names = next_services(&mut rx, sent).await;
     }
     assert_eq!(names, vec!["a", "b"]);
 
@@ -453,16 +523,16 @@ async fn run_sends_the_set_then_synced_then_reloads_on_change() {
     );
     std::fs::rename(dir.path().join(".a.tmp"), dir.path().join("a.yaml")).unwrap();
     write(dir.path(), "c.yaml", &service_yaml("c", "10.96.0.3"));
-    let mut names = next_services(&mut rx).await;
+    let mut names = next_services(&mut rx, sent).await;
     while names.len() < 3 {
-        names = next_services(&mut rx).await;
+        names = next_services(&mut rx, sent).await;
     }
     assert_eq!(names, vec!["a", "b", "c"]);
 
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
-    let mut names = next_services(&mut rx).await;
+    let mut names = next_services(&mut rx, sent).await;
     while names.len() != 2 {
-        names = next_services(&mut rx).await;
+        names = next_services(&mut rx, sent).await;
     }
     assert_eq!(names, vec!["b", "c"]);
     task.abort();
@@ -494,7 +564,7 @@ fn examples_are_clean() {
     let mut st = ClusterState::new(ConvertOptions {
         node_name: "node-1".into(),
     });
-    for ev in r.into_events() {
+    for ev in r.events.iter().cloned() {
         let problems = st.apply(ev);
         assert!(problems.is_empty(), "{problems:?}");
     }
@@ -528,4 +598,116 @@ fn examples_are_clean() {
     let legacy = st.slices_for(&ServiceName::new("demo", "legacy-billing"));
     assert!(legacy.iter().all(|s| s.mirrored));
     assert_eq!(legacy[0].endpoints.iter().filter(|e| e.ready).count(), 2);
+}
+
+/// What a reload sent, as `Apply ref` / `Delete ref` lines.
+fn sent(r: &Loaded) -> Vec<String> {
+    r.events
+        .iter()
+        .map(|e| match e {
+            SourceEvent::Apply(o) => format!("Apply {}", o.object_ref()),
+            SourceEvent::Delete(r) => format!("Delete {r}"),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_reload_sends_only_the_changed_files_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    for i in 0..50 {
+        write(
+            p,
+            &format!("s{i:02}.yaml"),
+            &service_yaml(&format!("s{i:02}"), &format!("10.96.0.{}", i + 1)),
+        );
+    }
+    let mut loader = TestLoader::new(p);
+    assert_eq!(loader.reload().events.len(), 50);
+    write(p, "s07.yaml", &service_yaml("s07", "10.96.1.7"));
+    let r = loader.reload();
+    assert_eq!(sent(&r), vec!["Apply Service shop/s07"]);
+    assert_eq!(r.count(), 50);
+    // An object moved to another file is sent again, never deleted.
+    write(p, "s08.yaml", "");
+    write(
+        p,
+        "s09.yaml",
+        &format!(
+            "{}---\n{}",
+            service_yaml("s08", "10.96.0.9"),
+            service_yaml("s09", "10.96.0.10")
+        ),
+    );
+    let r = loader.reload();
+    assert_eq!(
+        sent(&r),
+        vec!["Apply Service shop/s08", "Apply Service shop/s09"]
+    );
+    std::fs::remove_file(p.join("s09.yaml")).unwrap();
+    let r = loader.reload();
+    assert_eq!(
+        sent(&r),
+        vec!["Delete Service shop/s08", "Delete Service shop/s09"]
+    );
+    assert_eq!(r.count(), 48);
+}
+
+#[test]
+fn the_later_definition_wins_across_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    write(p, "a.yaml", &service_yaml("web", "10.96.0.1"));
+    write(p, "b.yaml", &service_yaml("web", "10.96.0.2"));
+    let mut loader = TestLoader::new(p);
+    assert_eq!(
+        cluster_ip(&loader.reload(), "web").as_deref(),
+        Some("10.96.0.2")
+    );
+
+    // The earlier file changes: the later, unchanged one still wins and
+    // nothing is sent.
+    write(p, "a.yaml", &service_yaml("web", "10.96.0.3"));
+    let r = loader.reload();
+    assert!(sent(&r).is_empty(), "{:?}", sent(&r));
+    assert_eq!(cluster_ip(&r, "web").as_deref(), Some("10.96.0.2"));
+    assert_eq!(r.duplicates.len(), 1);
+
+    // Both change in one reload: the later one's version is the one sent.
+    write(p, "a.yaml", &service_yaml("web", "10.96.0.4"));
+    write(p, "b.yaml", &service_yaml("web", "10.96.0.5"));
+    let r = loader.reload();
+    assert_eq!(cluster_ip(&r, "web").as_deref(), Some("10.96.0.5"));
+    assert_eq!(
+        sent(&r),
+        vec!["Apply Service shop/web"],
+        "the earlier one waited"
+    );
+
+    // The later file drops it: the earlier, unchanged file's version comes
+    // back (read again from disk), and nothing is deleted.
+    write(p, "b.yaml", "");
+    let r = loader.reload();
+    assert_eq!(sent(&r), vec!["Apply Service shop/web"]);
+    assert_eq!(cluster_ip(&r, "web").as_deref(), Some("10.96.0.4"));
+
+    // Both change, the later one breaks: its last good version (empty)
+    // stays, so the earlier file's new version is sent.
+    write(p, "a.yaml", &service_yaml("web", "10.96.0.6"));
+    write(p, "b.yaml", "kind: [");
+    let r = loader.reload();
+    assert_eq!(r.errors.len(), 1);
+    assert_eq!(cluster_ip(&r, "web").as_deref(), Some("10.96.0.6"));
+
+    // The later file (whose last good version defines nothing) defines it
+    // again while the earlier one changes: both are sent, in file order.
+    write(p, "a.yaml", &service_yaml("web", "10.96.0.7"));
+    write(p, "b.yaml", &service_yaml("web", "10.96.0.8"));
+    let r = loader.reload();
+    assert_eq!(cluster_ip(&r, "web").as_deref(), Some("10.96.0.8"));
+    assert_eq!(
+        sent(&r),
+        vec!["Apply Service shop/web", "Apply Service shop/web"]
+    );
 }

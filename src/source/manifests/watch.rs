@@ -1,4 +1,4 @@
-//! Watching the directory: the first complete set, `Synced`, then a new set
+//! Watching the directory: the first load, `Synced`, then what changed
 //! after every burst of changes.
 
 use std::collections::BTreeSet;
@@ -19,8 +19,8 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The longest a burst of changes may delay a reload.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
-/// Watch `dir` and send its objects: the first complete set, `Synced`, then a
-/// new complete set after every burst of changes.
+/// Watch `dir` and send its objects: every object of the first load,
+/// `Synced`, then what changed after every burst of changes.
 ///
 /// Returns an error if the directory cannot be read at start or cannot be
 /// watched; later read errors are logged and the last good objects kept.
@@ -48,13 +48,9 @@ pub async fn run(dir: PathBuf, tx: EventSender) -> anyhow::Result<()> {
 
     let mut warned = BTreeSet::new();
 
-    let (mut loader, first) = reload_off_thread(loader).await?;
-    tracing::info!(
-        "manifests: {} objects from {}",
-        first.count(),
-        dir.display()
-    );
-    hand_over(first, &tx, &mut warned)?;
+    let (mut loader, first) = reload_off_thread(loader, tx.clone()).await?;
+    tracing::info!("manifests: {} objects from {}", first.count, dir.display());
+    report(&first, &mut warned);
     tx.send(SourceEvent::Synced)
         .context("the sync loop has stopped")?;
 
@@ -69,45 +65,37 @@ pub async fn run(dir: PathBuf, tx: EventSender) -> anyhow::Result<()> {
         .await
         {}
         let result;
-        (loader, result) = reload_off_thread(loader).await?;
-        if !result.changed {
-            // Nothing to hand over (a swap file came and went, or a broken
-            // file is still broken); just say what is wrong.
-            report(&result, &mut warned);
-            continue;
+        (loader, result) = reload_off_thread(loader, tx.clone()).await?;
+        if result.changed {
+            tracing::info!(
+                "manifests: reloaded {} objects from {}",
+                result.count,
+                dir.display()
+            );
         }
-        tracing::info!(
-            "manifests: reloaded {} objects from {}",
-            result.count(),
-            dir.display()
-        );
-        hand_over(result, &tx, &mut warned)?;
+        // When nothing changed (a swap file came and went, or a broken file
+        // is still broken), this only says what is wrong.
+        report(&result, &mut warned);
     }
     anyhow::bail!("the manifests watcher for {} stopped", dir.display())
 }
 
-/// Report a load's problems and send its objects to the store.
-fn hand_over(
-    result: LoadResult,
-    tx: &EventSender,
-    warned: &mut BTreeSet<String>,
-) -> anyhow::Result<()> {
-    report(&result, warned);
-    for ev in result.into_events() {
-        tx.send(ev).context("the sync loop has stopped")?;
-    }
-    Ok(())
-}
-
-/// Read the directory on a blocking thread: a directory of thousands of
-/// objects takes long enough to stall other tasks.
-async fn reload_off_thread(mut loader: Loader) -> anyhow::Result<(Loader, LoadResult)> {
-    tokio::task::spawn_blocking(move || {
-        let result = loader.reload();
-        (loader, result)
+/// Read the directory on a blocking thread (a directory of thousands of
+/// objects takes long enough to stall other tasks), sending what changed to
+/// the store as it is parsed.
+async fn reload_off_thread(
+    mut loader: Loader,
+    tx: EventSender,
+) -> anyhow::Result<(Loader, LoadResult)> {
+    let (loader, result, delivered) = tokio::task::spawn_blocking(move || {
+        let mut delivered = true;
+        let result = loader.reload(&mut |ev| delivered &= tx.send(ev).is_ok());
+        (loader, result, delivered)
     })
     .await
-    .context("reading manifests")
+    .context("reading manifests")?;
+    anyhow::ensure!(delivered, "the sync loop has stopped");
+    Ok((loader, result))
 }
 
 /// Log what a load found wrong; each ignored kind only the first time it is
