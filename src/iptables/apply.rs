@@ -14,7 +14,8 @@ pub struct Ledger {
     /// Families whose next sync must be full (never synced, or a read or
     /// restore failed, so the kernel may not hold what was written last).
     pub needs_full: BTreeSet<IpFamily>,
-    /// The last restore input written (or, by a dry run, computed).
+    /// The last restore input written (or, by a dry run, computed), when
+    /// at most `KEEP_RESTORE_BYTES` (see `Ledger::keep`).
     pub last_restore: BTreeMap<IpFamily, String>,
     /// Per-Service chains in the kernel after the last successful restore.
     pub written: BTreeMap<IpFamily, BTreeSet<String>>,
@@ -22,11 +23,25 @@ pub struct Ledger {
     pub top: BTreeMap<IpFamily, TopHashes>,
 }
 
+/// Restore inputs up to this size are kept for inspection. A full restore
+/// at 10,000 Services is ~50 MB that no sync reads again (partial syncs
+/// compare hashes, `top`), so a large one is not kept.
+pub const KEEP_RESTORE_BYTES: usize = 8 << 20;
+
 impl Ledger {
     pub fn new(families: &[IpFamily]) -> Self {
         Self {
             needs_full: families.iter().copied().collect(),
             ..Default::default()
+        }
+    }
+
+    /// Remember `text` as the last restore input for `family`, if small.
+    pub fn keep(&mut self, family: IpFamily, text: String) {
+        if text.len() <= KEEP_RESTORE_BYTES {
+            self.last_restore.insert(family, text);
+        } else {
+            self.last_restore.remove(&family);
         }
     }
 }
@@ -45,14 +60,14 @@ pub fn apply<I: Iptables + ?Sized>(
     let text = changes.render_for(ipt.nf_tables());
     if text.is_empty() {
         // A partial sync where nothing the kernel holds has to change.
-        ledger.last_restore.insert(family, text);
+        ledger.keep(family, text);
         ledger.written.insert(family, changes.chains.clone());
         ledger.top.insert(family, changes.top.clone());
         return;
     }
     tracing::debug!(%family, full = changes.full, bytes = text.len(), "iptables-restore input:\n{text}");
     let result = ipt.restore(family, &text);
-    ledger.last_restore.insert(family, text);
+    ledger.keep(family, text);
     if let Err(source) = result {
         ledger.needs_full.insert(family);
         ledger.top.remove(&family);

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::apply::{Ledger, apply};
+use super::apply::{KEEP_RESTORE_BYTES, Ledger, apply};
 use super::diff::{Changes, diff, skip_unchanged_top};
 use super::live::{self, SyncMode};
 use super::planner::{self, NodeContext, Plan};
@@ -203,8 +203,18 @@ impl<I: Iptables> IptablesProxier<I> {
             let nf_tables = self.ipt.nf_tables();
             let text = self.diff(&plan, family, &live).render_for(nf_tables);
             lines.push(format!("# {family}: iptables-restore --noflush input"));
-            lines.extend(text.lines().map(str::to_string));
-            self.ledger.last_restore.insert(family, text);
+            // One piece per family, not one String per line: at 10,000
+            // Services that is 400,000 lines.
+            if text.len() <= KEEP_RESTORE_BYTES {
+                self.ledger.keep(family, text.clone());
+            }
+            let mut text = text;
+            if text.ends_with('\n') {
+                text.pop();
+            }
+            if !text.is_empty() {
+                lines.push(text);
+            }
         }
         Ok(lines)
     }

@@ -616,7 +616,7 @@ fn drift_is_repaired_and_reported_by_the_periodic_sync() {
     p.iptables_mut()
         .set_chain(IpFamily::V4, "nat", &svc_chain_of("b"), vec![]);
     // The dry run shows exactly those two Services' chains.
-    let lines = p.dry_run_view(&c).unwrap();
+    let lines = dry_run_lines(&mut p, &c);
     let shown: BTreeSet<String> = lines
         .iter()
         .filter_map(|l| l.strip_prefix(":KUBE-SVC-"))
@@ -815,7 +815,7 @@ fn service_chains_only_cleanup_leaves_shared_top_level_chains() {
 fn dry_run_changes_nothing_and_shows_the_diff() {
     let c = three_services();
     let mut p = proxier(vec![IpFamily::V4]);
-    let lines = p.dry_run_view(&c).unwrap();
+    let lines = dry_run_lines(&mut p, &c);
     assert!(
         lines
             .iter()
@@ -823,7 +823,7 @@ fn dry_run_changes_nothing_and_shows_the_diff() {
     );
     assert!(p.iptables().restores.is_empty());
     assert!(p.sync_view(&c, None).ok());
-    let lines = p.dry_run_view(&c).unwrap();
+    let lines = dry_run_lines(&mut p, &c);
     assert!(
         !lines
             .iter()
@@ -1001,4 +1001,10 @@ fn a_partial_sync_rewrites_a_top_level_chain_only_when_it_changes() {
     assert!(fresh.sync_view(&c, None).ok());
     let save = |p: &mut IptablesProxier<IptablesTwin>| p.iptables_mut().save(IpFamily::V4).unwrap();
     assert_eq!(save(&mut p), save(&mut fresh));
+}
+
+/// A dry run's output, one line per element.
+fn dry_run_lines(p: &mut IptablesProxier<IptablesTwin>, c: &StaticCluster) -> Vec<String> {
+    let pieces = p.dry_run_view(c).unwrap();
+    pieces.join("\n").lines().map(str::to_string).collect()
 }

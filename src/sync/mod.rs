@@ -69,7 +69,8 @@ pub trait Proxier: Send {
         state: &ClusterState,
         changed: Option<&BTreeSet<ServiceName>>,
     ) -> SyncOutcome;
-    /// The operations a sync would perform now, as readable lines. Changes nothing.
+    /// The operations a sync would perform now, as readable text, each piece
+    /// printed on its own line(s) (a piece may hold many lines). Changes nothing.
     fn dry_run(&mut self, state: &ClusterState) -> anyhow::Result<Vec<String>>;
     /// Remove everything this mode owns in the kernel; keeps going after an
     /// error and returns all of them.
