@@ -2,14 +2,16 @@
 # Taking a node over from upstream kube-proxy, and handing it back, with
 # traffic flowing: against the real kube-apiserver, a ClusterIP and a
 # NodePort Service with three pods each; a client sends requests in a loop
-# (bounded, a fresh connection each, through both) while
+# (bounded, a fresh connection each, through both), and one connection to a
+# third Service is held open, a line every 0.2 s, while
 #   ipvs-takeover      upstream kube-proxy --proxy-mode=ipvs runs, is stopped
 #                      (SIGTERM: it leaves its rules) and kproxy starts;
 #   ipvs-handback      kproxy is stopped and upstream starts again;
 #   iptables-takeover  and iptables-handback: the same in iptables mode
 #                      (between the two modes, kproxy --cleanup; no traffic
 #                      is counted there).
-# Each switch must lose no request. In IPVS mode no virtual or real server
+# Each switch must lose no request, and the held connection must get every
+# answer, from the same pod. In IPVS mode no virtual or real server
 # may be re-created: every one upstream (or kproxy) left is still there
 # after the other's first sync, with its connection and packet counters
 # (`ipvsadm -Ln --stats`) still growing, not restarted at 0. The kernel
@@ -25,6 +27,7 @@ source "$(dirname "$0")/lib/api.sh"
 
 UPSTREAM_PID=
 CLIENT_PID=
+HOLD_PID=
 finish() {
   local rc=$? f
   if [ "$rc" != 0 ]; then
@@ -34,6 +37,7 @@ finish() {
     done >&2
   fi
   [ -z "$CLIENT_PID" ] || kill "$CLIENT_PID" 2>/dev/null || true
+  [ -z "$HOLD_PID" ] || kill "$HOLD_PID" 2>/dev/null || true
   if [ -n "$UPSTREAM_PID" ]; then kill "$UPSTREAM_PID" 2>/dev/null || true; wait "$UPSTREAM_PID" 2>/dev/null || true; fi
   cleanup_test
   api_reset
@@ -45,7 +49,11 @@ elapsed() { echo "$((SECONDS - T0))s"; }
 
 api_connect_vm
 setup_node
-for i in 1 2 3; do add_pod "pod$i" "10.244.1.$i"; done
+CHAT="$ROOT/integration/lib/linechat.py"
+for i in 1 2 3; do
+  add_pod "pod$i" "10.244.1.$i"
+  ip netns exec "kp-pod$i" "$PY" "$CHAT" serve "pod$i" 9000 &
+done
 
 CLUSTER_URL=http://10.96.0.10/
 NODEPORT_URL=http://192.168.58.2:30081/
@@ -59,11 +67,13 @@ metadata:
 status:
   addresses: [{type: InternalIP, address: 192.168.58.2}, {type: Hostname, address: node-1}]
 YAML
-  local name ip np type
-  for name in web np; do
+  local name ip np type port
+  for name in web np chat; do
+    port=8080
     case $name in
       web) ip=10.96.0.10 np='' type=ClusterIP ;;
       np) ip=10.96.0.11 np=30081 type=NodePort ;;
+      chat) ip=10.96.0.12 np='' type=ClusterIP port=9000 ;;
     esac
     cat <<YAML
 ---
@@ -74,13 +84,13 @@ spec:
   type: $type
   clusterIP: $ip
   selector: {app: $name}
-  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080${np:+, nodePort: $np}}]
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: $port${np:+, nodePort: $np}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: $name-1, namespace: default, labels: {kubernetes.io/service-name: $name}}
 addressType: IPv4
-ports: [{name: http, protocol: TCP, port: 8080}]
+ports: [{name: http, protocol: TCP, port: $port}]
 endpoints:
 YAML
     for i in 1 2 3; do ep "10.244.1.$i"; done
@@ -222,6 +232,10 @@ switch() {
   rm -f "$state" "$state.stop" "$state.failures"
   client "$state" &
   CLIENT_PID=$!
+  # And one connection held open across the switch, a line every 0.2 s.
+  rm -f "$state.held" "$state.release"
+  "$PY" "$CHAT" hold 10.96.0.12 80 "$state.held" "$state.release" >"$state.hold" 2>&1 &
+  HOLD_PID=$!
   wait_sent "$state" 100
   [ "$mode" != ipvs ] || ipvs_stats >"$WORK/stats.$name.before"
   snapshot >"$WORK/kernel.$name.before"
@@ -234,9 +248,14 @@ switch() {
   log "$(elapsed) $name: $PROXY_NAME made its first sync; $sent_at_sync requests sent so far"
   [ "$mode" != ipvs ] || ipvs_stats >"$WORK/stats.$name.after"
   wait_sent "$state" $((sent_at_sync + 100))
-  touch "$state.stop"
+  touch "$state.stop" "$state.release"
   wait "$CLIENT_PID" || true
   CLIENT_PID=
+  local held=0
+  wait "$HOLD_PID" || held=$?
+  HOLD_PID=
+  [ "$held" = 0 ] || fail "$name: the connection held across the switch broke: $(cat "$state.hold")"
+  log "$(elapsed) $name: the connection held across the switch got all its $(cat "$state.hold") answers from $(cat "$state.held")"
   local sent failed
   read -r sent failed <"$state"
   SUMMARY+=("$name: $sent requests sent, $failed failed")
