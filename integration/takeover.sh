@@ -14,14 +14,15 @@
 # answer, from the same pod. In IPVS mode no virtual or real server
 # may be re-created: every one upstream (or kproxy) left is still there
 # after the other's first sync, with its connection and packet counters
-# (`ipvsadm -Ln --stats`) still growing, not restarted at 0. The kernel
-# operations of kproxy's first sync (its -v=4 log: one line each, and the
-# `sync done ... ops=N` line) are printed, and the first sync may only
-# change what differs from upstream's rendering.
+# (`ipvsadm -Ln --stats`) still growing, not restarted at 0, and kproxy's
+# first sync deletes none. The kernel operations of kproxy's first sync
+# (its -v=4 log: one line each, and the `sync done ... ops=N` line) are
+# printed.
 #
-# The differential check rides on the same setup: after each takeover,
-# what kproxy programmed (ipvsadm -Ln, kube-ipvs0, ipset members, the KUBE-*
-# rules) must equal what upstream programmed for the same objects.
+# The differential check rides on the same setup: after each switch, the
+# state the new proxy's first sync left (ipvsadm -Ln, kube-ipvs0, ipset
+# members, the KUBE-* rules) must equal what the old one programmed for the
+# same objects, but for the known differences `comparable` takes out.
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/api.sh"
 
