@@ -233,26 +233,13 @@ settle() {
   wait_for 150 "$who: the sync of stage $n to complete" nothing_pending
 }
 
-# Everything compared, normalised: counters, random set seeds and
-# iptables-save's comments and dates out; rules stay in their chain's order.
+# Everything compared (integration/lib/common.sh's snapshot_kernel), and
+# upstream's no-local-endpoints metric.
 snapshot() {
-  echo "--- ipvsadm -Ln"
-  ipvs_table | tail -n +3
-  echo "--- kube-ipvs0: $(ipvs0_addrs)"
-  echo "--- ipsets"
-  ipset save | awk '$1 == "create" && $2 ~ /^KUBE-/' |
-    sed -E 's/ (initval|bucketsize) [0-9a-fx]+//g' | LC_ALL=C sort
-  ipset save | awk '$1 == "add" && $2 ~ /^KUBE-/' | LC_ALL=C sort
+  snapshot_kernel
   echo "--- kubeproxy_sync_proxy_rules_no_local_endpoints_total, IPv4"
   { curl -s http://127.0.0.1:10249/metrics || true; } |
     { grep '^kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4"' || true; } | LC_ALL=C sort
-  local cmd t
-  for cmd in iptables-save ip6tables-save; do
-    echo "--- $cmd"
-    for t in nat filter mangle; do
-      "$cmd" -t "$t" 2>/dev/null | awk -v t="$t" '/^:KUBE-/ { print t, $1 } /^-A / && /KUBE-/ { print t, $0 }'
-    done | LC_ALL=C sort -s -k1,1 -k3,3
-  done
 }
 
 # --- upstream kube-proxy ---------------------------------------------------------

@@ -185,7 +185,11 @@ fn iptables_proxier(config: &Config) -> anyhow::Result<Box<dyn Proxier>> {
         if proxier.families().contains(&IpFamily::V4) && config.localhost_nodeports() {
             enable_route_localnet()?;
         }
-        for e in ipvs_leftovers(config) {
+        // Only when the IPVS mode was here: its cleanup removes the chains
+        // both modes share, which would leave the rules another proxy's
+        // iptables mode wrote (kube-proxy's, being taken over) missing
+        // until the first sync.
+        for e in ipvs_leftovers(config, true) {
             tracing::warn!("removing IPVS-mode leftovers: {e}");
         }
     }
@@ -264,8 +268,10 @@ fn iptables_leftovers(scope: Leftovers) -> Vec<KernelError> {
 }
 
 /// Remove the IPVS mode's virtual servers and kube-ipvs0. Without the IPVS
-/// family there can be none, and no module is loaded to find out.
-fn ipvs_leftovers(config: &Config) -> Vec<KernelError> {
+/// family there can be none, and no module is loaded to find out. With
+/// `only_if_present`, nothing is removed unless the IPVS mode left
+/// something of its own (`IpvsProxier::leftovers_present`).
+fn ipvs_leftovers(config: &Config, only_if_present: bool) -> Vec<KernelError> {
     let ipvs = match crate::kernel::ipvs::netlink::IpvsNetlink::connect() {
         Ok(c) => Box::new(c) as Box<dyn Ipvs>,
         Err(e) if e.is_unsupported() => return Vec::new(),
@@ -276,6 +282,9 @@ fn ipvs_leftovers(config: &Config) -> Vec<KernelError> {
             let mut proxier = IpvsProxier::new(ipvs, links, config);
             if let Some(c) = ipvs_companions() {
                 proxier = proxier.with_companions(c);
+            }
+            if only_if_present && !proxier.leftovers_present() {
+                return Vec::new();
             }
             proxier.cleanup()
         }
@@ -482,7 +491,7 @@ pub async fn run_loop(
 
 /// `--cleanup`: remove what kproxy owns in both modes; report every error.
 pub fn cleanup(config: &Config) -> ExitCode {
-    let mut errors = ipvs_leftovers(config);
+    let mut errors = ipvs_leftovers(config, false);
     errors.extend(iptables_leftovers(Leftovers::All));
     for e in &errors {
         eprintln!("kproxy: cleanup: {e}");

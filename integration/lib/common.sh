@@ -120,6 +120,29 @@ ipvs0_addrs() {
     | "$PY" -c 'import sys, ipaddress; a=[ipaddress.ip_address(l.strip()) for l in sys.stdin if l.strip()]; print(" ".join(str(x) for x in sorted(a, key=lambda x: (x.version, x))))'
 }
 
+# snapshot_kernel: what a proxy (kproxy or upstream kube-proxy) programmed,
+# normalised for comparing the two: ipvsadm -Ln (ipvs_table), kube-ipvs0's
+# addresses, the KUBE-* ipsets (random seeds out) and their members, and
+# the KUBE-* chains and rules of both families (counters out; rules stay in
+# their chain's order).
+snapshot_kernel() {
+  echo "--- ipvsadm -Ln"
+  # (ipvsadm pads its last column to the width of the counters it zeroed)
+  ipvs_table | tail -n +3 | sed 's/ *$//'
+  echo "--- kube-ipvs0: $(ipvs0_addrs)"
+  echo "--- ipsets"
+  ipset save | awk '$1 == "create" && $2 ~ /^KUBE-/' |
+    sed -E 's/ (initval|bucketsize) [0-9a-fx]+//g' | LC_ALL=C sort
+  ipset save | awk '$1 == "add" && $2 ~ /^KUBE-/' | LC_ALL=C sort
+  local cmd t
+  for cmd in iptables-save ip6tables-save; do
+    echo "--- $cmd"
+    for t in nat filter mangle; do
+      "$cmd" -t "$t" 2>/dev/null | awk -v t="$t" '/^:KUBE-/ { print t, $1 } /^-A / && /KUBE-/ { print t, $0 }'
+    done | LC_ALL=C sort -s -k1,1 -k3,3
+  done
+}
+
 # start_daemon MANIFEST_DIR [FLAGS...]: kproxy in the background, log in $WORK/kproxy.log.
 start_daemon() {
   local dir=$1; shift

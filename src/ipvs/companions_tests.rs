@@ -622,3 +622,31 @@ fn node_cidr_mode_follows_the_nodes_pod_cidrs() {
         masq(&rc)
     );
 }
+
+#[test]
+fn leftovers_are_present_only_where_the_ipvs_mode_was() {
+    let mut w = world();
+    // The iptables mode's chains, under the names both modes write.
+    w.ipt
+        .lock()
+        .unwrap()
+        .restore(
+            IpFamily::V4,
+            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n\
+             -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\nCOMMIT\n",
+        )
+        .unwrap();
+    assert!(!w.proxier.leftovers_present());
+    let (state, _) = state_from_yaml(&fixture("nodeport.yaml"), &w.config);
+    assert!(w.proxier.sync(&state, None).ok());
+    assert!(w.proxier.leftovers_present());
+    assert!(w.proxier.cleanup().is_empty());
+    assert!(!w.proxier.leftovers_present());
+    // One set is enough to tell.
+    w.ipsets
+        .lock()
+        .unwrap()
+        .restore("create KUBE-CLUSTER-IP hash:ip,port family inet\n")
+        .unwrap();
+    assert!(w.proxier.leftovers_present());
+}

@@ -161,6 +161,25 @@ impl IpvsProxier {
         }
     }
 
+    /// Whether the IPVS mode left anything here: kube-ipvs0, a virtual
+    /// server kproxy would own, or one of its ipsets (the iptables mode
+    /// uses none). The chains are no evidence: both modes write
+    /// KUBE-SERVICES, KUBE-POSTROUTING, KUBE-MARK-MASQ, ... When the kernel
+    /// cannot be read, assume it did.
+    pub fn leftovers_present(&mut self) -> bool {
+        let Ok(live) = read_core(self.ipvs.as_mut(), self.links.as_mut()) else {
+            return true;
+        };
+        if live.link_exists || !self.owned_keys(&live).is_empty() {
+            return true;
+        }
+        match self.companions.as_mut().map(|c| c.ipsets.headers()) {
+            Some(Ok(sets)) => !destroy_script(&sets).is_empty(),
+            Some(Err(_)) => true,
+            None => false,
+        }
+    }
+
     /// Every virtual server kproxy owns in `live`.
     fn owned_keys(&self, live: &LiveState) -> Vec<crate::kernel::ipvs::ServiceKey> {
         let empty = IpvsPlan::default();

@@ -210,10 +210,17 @@ impl<P: Proxier> SyncLoop<P> {
         for e in &report.outcome.errors {
             tracing::error!("{e}");
         }
+        let by_kind: Vec<String> = report
+            .outcome
+            .ops
+            .iter()
+            .map(|(kind, n)| format!("{kind}:{n}"))
+            .collect();
         tracing::info!(
             mode = %self.proxier.mode(),
             full,
             ops = report.outcome.total_ops(),
+            kinds = by_kind.join(","),
             errors = report.outcome.errors.len(),
             elapsed_ms = report.duration.as_secs_f64() * 1e3,
             "sync done"
