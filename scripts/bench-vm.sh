@@ -8,8 +8,11 @@ N=$1 M=$2 BASE=$3 CHANGED=$4 BIN=$5 REPS=${REPS:-3}
 KPROXY=$BIN/kproxy
 modprobe ip_vs; modprobe ip_vs_rr
 ip link set lo up
-ip link add node0 type dummy; ip addr add 192.168.58.2/24 dev node0; ip link set node0 up
-ip route add default via 192.168.58.1 dev node0 onlink
+# Idempotent: scripts/bench.sh runs this once per size in one boot.
+if ! ip link show node0 >/dev/null 2>&1; then
+  ip link add node0 type dummy; ip addr add 192.168.58.2/24 dev node0; ip link set node0 up
+  ip route add default via 192.168.58.1 dev node0 onlink
+fi
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.4f", b - a }'; }
@@ -25,11 +28,19 @@ reset() {
 }
 declare -A R
 rec() { R[$1]="${R[$1]:-} $2"; }
-run_once() { # dir label -> records wall time and kproxy's own sync time and ops
-  local t0 log=/tmp/once.log
+run_once() { # dir label -> records wall time, kproxy's own sync time, ops and peak RSS
+  local t0 log=/tmp/once.log pid hwm=0 h
   t0=$(now)
-  "$KPROXY" --once --manifests "$1" --hostname-override node-1 -v 2 >"$log" 2>&1 || { cat "$log"; exit 1; }
+  "$KPROXY" --once --manifests "$1" --hostname-override node-1 -v 2 >"$log" 2>&1 &
+  pid=$!
+  # kproxy's own high-water mark, polled until it exits.
+  while h=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null) && [ -n "$h" ]; do
+    [ "$h" -gt "$hwm" ] && hwm=$h
+    sleep 0.05
+  done
+  wait "$pid" || { cat "$log"; exit 1; }
   rec "$2.wall" "$(since "$t0")"
+  rec "$2.rss" "$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')"
   rec "$2.sync" "$(sed -n 's/.*elapsed_ms=\([0-9.]*\).*/\1/p' "$log" | tail -1 | awk '{print $1/1000}')"
   rec "$2.ops" "$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' "$log" | tail -1)"
 }
@@ -69,5 +80,10 @@ for k, what in [("first", "empty kernel"), ("one_endpoint", "+1 endpoint"), ("un
     print("kproxy --once, %-13s wall %.3fs, of which sync %.3fs, kernel ops %d" % (what + ":", med[k + ".wall"], med[k + ".sync"], med[k + ".ops"]))
 print("kproxy --cleanup: wall %.3fs" % med["cleanup"])
 print("first sync / floor: %.2fx" % (med["first.sync"] / med["floor"]))
+for key, src in [("floor", "floor"), ("first", "first.sync"), ("first_wall", "first.wall"),
+                 ("one_endpoint", "one_endpoint.sync"), ("one_endpoint_ops", "one_endpoint.ops"),
+                 ("unchanged", "unchanged.sync"), ("rss", "first.rss")]:
+    for v in rows[src]:
+        print("RESULT ipvs.%s.%s %s" % (n, key, v))
 PYEOF
 "$PY" /tmp/summary.py "$N" "$M"
