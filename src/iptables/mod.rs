@@ -27,6 +27,7 @@
 pub mod apply;
 pub mod diff;
 pub mod live;
+pub mod plan_cache;
 pub mod planner;
 pub mod proxier;
 mod service_port;
@@ -41,6 +42,8 @@ mod diff_tests;
 #[cfg(test)]
 mod localhost_tests;
 
+#[cfg(test)]
+mod plan_cache_tests;
 #[cfg(test)]
 mod proxier_staged_tests;
 #[cfg(test)]

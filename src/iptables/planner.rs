@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+use super::plan_cache::PlanCache;
 use super::service_port::PortPlan;
 use crate::cluster::topology::{self, NoLocalEndpoints, NodeView, PortEndpoint};
 use crate::cluster::{
@@ -40,7 +41,7 @@ use crate::netfilter::ruleset::{Chain, Jump, Ruleset, Table};
 pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
 
 /// Where this node stands.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeContext {
     pub name: String,
     pub zone: Option<String>,
@@ -170,82 +171,96 @@ pub(super) struct Builder {
     pub(super) service_chains: Vec<Chain>,
 }
 
-/// Plan the chains for `family`.
+/// Plan the chains for `family`, every Service from scratch.
 pub fn plan(
     state: &dyn ClusterView,
     node: &NodeContext,
     config: &Config,
     family: IpFamily,
 ) -> Plan {
-    let mut out = Plan::default();
-    let view = NodeView {
-        name: &node.name,
-        zone: node.zone.as_deref(),
+    PlanCache::default().plan(state, node, config, family, None)
+}
+
+/// One Service port with its endpoints resolved for this node.
+pub(super) struct ResolvedPort<'a> {
+    pub(super) port: &'a ServicePort,
+    pub(super) cluster_ip: IpAddr,
+    pub(super) endpoints: Vec<PortEndpoint>,
+}
+
+/// `svc`'s ports in `family`, endpoints resolved; none when the Service is
+/// not proxied or has no cluster IP of the family.
+pub(super) fn resolve<'a>(
+    svc: &'a Service,
+    state: &dyn ClusterView,
+    view: &NodeView<'_>,
+    family: IpFamily,
+    problems: &mut Vec<Problem>,
+) -> Vec<ResolvedPort<'a>> {
+    if !svc.is_proxied() {
+        return Vec::new();
+    }
+    let Some(cluster_ip) = svc
+        .cluster_ips
+        .iter()
+        .copied()
+        .find(|ip| IpFamily::of(ip) == family)
+    else {
+        return Vec::new();
     };
+    let slices = state.slices_for(&svc.name);
+    svc.ports
+        .iter()
+        .map(|port| ResolvedPort {
+            port,
+            cluster_ip,
+            endpoints: topology::port_endpoints(svc, port, family, &slices, view, problems),
+        })
+        .collect()
+}
 
-    // Resolve endpoints first: the total decides the comment policy.
-    struct Port<'a> {
-        svc: &'a Service,
-        port: &'a ServicePort,
-        cluster_ip: IpAddr,
-        endpoints: Vec<PortEndpoint>,
-    }
-    let mut ports = Vec::new();
-    let mut endpoint_count = 0;
-    for svc in state.services() {
-        if !svc.is_proxied() {
-            continue;
-        }
-        let Some(cluster_ip) = svc
-            .cluster_ips
-            .iter()
-            .copied()
-            .find(|ip| IpFamily::of(ip) == family)
-        else {
-            continue;
-        };
-        let slices = state.slices_for(&svc.name);
-        for port in &svc.ports {
-            let endpoints =
-                topology::port_endpoints(svc, port, family, &slices, &view, &mut out.problems);
-            endpoint_count += endpoints.len();
-            ports.push(Port {
-                svc,
-                port,
-                cluster_ip,
-                endpoints,
-            });
+impl Builder {
+    /// A builder with no rules yet, for `large` (`LARGE_CLUSTER_ENDPOINTS`).
+    pub(super) fn new(config: &Config, node: &NodeContext, family: IpFamily, large: bool) -> Self {
+        Builder {
+            family,
+            mark: config.masquerade_mark(),
+            masquerade_all: config.masquerade_all,
+            local: LocalMatch::resolve(&config.local_detector(), &node.pod_cidrs, family),
+            node_ip: node.node_ip(family),
+            large,
+            localhost: family == IpFamily::V4 && config.localhost_nodeports(),
+            nat_services: Vec::new(),
+            nat_nodeports: Vec::new(),
+            filter_services: Vec::new(),
+            filter_external: Vec::new(),
+            filter_nodeports: Vec::new(),
+            filter_firewall: Vec::new(),
+            service_chains: Vec::new(),
         }
     }
 
-    let mut b = Builder {
-        family,
-        mark: config.masquerade_mark(),
-        masquerade_all: config.masquerade_all,
-        local: LocalMatch::resolve(&config.local_detector(), &node.pod_cidrs, family),
-        node_ip: node.node_ip(family),
-        large: endpoint_count > LARGE_CLUSTER_ENDPOINTS,
-        localhost: family == IpFamily::V4 && config.localhost_nodeports(),
-        nat_services: Vec::new(),
-        nat_nodeports: Vec::new(),
-        filter_services: Vec::new(),
-        filter_external: Vec::new(),
-        filter_nodeports: Vec::new(),
-        filter_firewall: Vec::new(),
-        service_chains: Vec::new(),
-    };
-
-    for p in &ports {
-        out.services.insert(p.svc.name.clone());
-        let cat = topology::categorize(p.svc, &p.endpoints, &view);
-        let port = PortPlan::new(p.svc, p.port, p.cluster_ip, &cat, family);
-        port.count_no_local_endpoints(family, &mut out.no_local_endpoints);
-        b.service_port(&port);
+    /// Add one Service's ports; counts its ports without local endpoints.
+    pub(super) fn service(
+        &mut self,
+        svc: &Service,
+        ports: &[ResolvedPort<'_>],
+        view: &NodeView<'_>,
+        no_local: &mut NoLocalEndpoints,
+    ) {
+        for p in ports {
+            let cat = topology::categorize(svc, &p.endpoints, view);
+            let port = PortPlan::new(svc, p.port, p.cluster_ip, &cat, self.family);
+            port.count_no_local_endpoints(self.family, no_local);
+            self.service_port(&port);
+        }
     }
 
-    b.nodeports_tail(node);
-    out.ruleset = b.finish(node);
-    out
+    /// Finish the plan: the tail of KUBE-SERVICES, then every chain.
+    pub(super) fn into_ruleset(mut self, node: &NodeContext) -> Ruleset {
+        self.nodeports_tail(node);
+        self.finish(node)
+    }
 }
 
 impl Builder {

@@ -2,13 +2,14 @@
 //! runs print the diff a sync would apply; cleanup removes what either mode
 //! left behind.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::apply::{KEEP_RESTORE_BYTES, Ledger, apply};
 use super::diff::{Changes, diff, skip_unchanged_top};
 use super::live::{self, SyncMode};
-use super::planner::{self, NodeContext, Plan};
+use super::plan_cache::PlanCache;
+use super::planner::{NodeContext, Plan};
 use crate::cluster::{ClusterState, ClusterView, IpFamily, ServiceName};
 use crate::config::{Config, ProxyMode};
 use crate::kernel::KernelError;
@@ -29,6 +30,8 @@ pub struct IptablesProxier<I: Iptables> {
     addresses: Option<AddressSource>,
     conntrack_tcp_liberal: bool,
     ledger: Ledger,
+    /// Each family's Services' shares of the last plan (`plan_cache.rs`).
+    plans: BTreeMap<IpFamily, PlanCache>,
     /// Stale UDP/SCTP conntrack entries, deleted after each sync.
     conntrack: Option<Cleaner>,
 }
@@ -40,6 +43,7 @@ impl<I: Iptables> IptablesProxier<I> {
             ipt,
             config,
             ledger: Ledger::new(&families),
+            plans: BTreeMap::new(),
             families,
             addresses: None,
             conntrack_tcp_liberal: false,
@@ -132,13 +136,17 @@ impl<I: Iptables> IptablesProxier<I> {
         changes
     }
 
+    /// The plan for `family`; with `changed`, only those Services are
+    /// planned again.
     fn plan_family(
         &mut self,
         state: &dyn ClusterView,
         family: IpFamily,
+        changed: Option<&BTreeSet<ServiceName>>,
     ) -> (Plan, Option<SyncError>) {
         let (ctx, err) = self.node_context(state);
-        (planner::plan(state, &ctx, &self.config, family), err)
+        let cache = self.plans.entry(family).or_default();
+        (cache.plan(state, &ctx, &self.config, family, changed), err)
     }
 }
 
@@ -151,7 +159,7 @@ impl<I: Iptables> IptablesProxier<I> {
     ) -> SyncOutcome {
         let mut outcome = SyncOutcome::default();
         for family in self.families.clone() {
-            let (plan, addr_err) = self.plan_family(state, family);
+            let (plan, addr_err) = self.plan_family(state, family, changed);
             outcome.errors.extend(addr_err);
             for p in &plan.problems {
                 if !outcome.problems.contains(p) {
@@ -196,7 +204,7 @@ impl<I: Iptables> IptablesProxier<I> {
     pub fn dry_run_view(&mut self, state: &dyn ClusterView) -> anyhow::Result<Vec<String>> {
         let mut lines = Vec::new();
         for family in self.families.clone() {
-            let (plan, _) = self.plan_family(state, family);
+            let (plan, _) = self.plan_family(state, family, None);
             // As a partial sync with nothing changed: what differs from the
             // live kernel (everything, when nothing is programmed yet).
             let live = live::read(&mut self.ipt, family, SyncMode::Diff, false)?;
