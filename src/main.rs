@@ -11,6 +11,7 @@ use kproxy::app;
 use kproxy::config::{Config, Flags};
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let flags = Flags::parse();
     if let Some(text) = flags.version_text() {
         print!("{text}");
@@ -96,4 +97,18 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
     let exit = app::run_loop(proxier, &config, rx, Arc::clone(&observer)).await;
     Ok(exit)
+}
+
+/// glibc gives every thread that allocates an arena of its own, and what a
+/// sync frees in one stays resident. kproxy allocates nearly everything on
+/// its one sync thread, so one arena is enough: peak RSS of `--once` at
+/// 1,000 Services x 10 endpoints goes from 62 to 42 MiB, at 10,000 from
+/// 284 to 254 MiB (VmHWM, iptables mode, this project's build machine).
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called first thing in main, before any other thread exists;
+    // mallopt only tunes the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
