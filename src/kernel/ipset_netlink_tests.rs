@@ -233,6 +233,16 @@ fn a_set_is_read_from_its_header_and_member_parts() {
 }
 
 #[test]
+fn a_reply_whose_length_is_below_its_headers_is_an_error_not_a_panic() {
+    // Found by fuzz_ipset_replies_decode_or_fail_without_panic: nlmsg_len
+    // 16 in a 36-byte reply sliced the attributes as msg[20..16].
+    let mut m = reply("S", "hash:ip", 2, &[]);
+    m[..4].copy_from_slice(&16u32.to_ne_bytes());
+    assert!(headers_from(&[m.clone()]).is_err());
+    assert!(set_from(&[m]).is_err());
+}
+
+#[test]
 fn a_truncated_attribute_is_an_error_not_a_panic() {
     assert!(attrs(&[8, 0, 1, 0, 1]).is_err());
     assert!(entry_text("hash:ip", &[]).is_err());
