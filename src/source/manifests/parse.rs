@@ -299,3 +299,7 @@ fn strip_json_position(e: &serde_json::Error) -> String {
         _ => s,
     }
 }
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;
