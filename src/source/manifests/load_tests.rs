@@ -1,10 +1,11 @@
 //! Generated input for the manifests directory, the conversion behind it
 //! and the planners after it: valid Services and EndpointSlices with bad
 //! ones beside them (mutations of valid ones: wrong types, out-of-range and
-//! huge numbers, deep nesting, invalid UTF-8). Properties: no panic; a
-//! file that cannot be read or parsed is named with a reason; a refused
-//! object is named with the field at fault; the plans (IPVS and iptables)
-//! for the valid objects are the plans of the valid objects alone.
+//! huge numbers, deep nesting, invalid UTF-8), and a slice of 100,000
+//! endpoints. Properties: no panic; a file that cannot be read or parsed is
+//! named with a reason; a refused object is named with the field at fault;
+//! the plans (IPVS and iptables) for the valid objects are the plans of the
+//! valid objects alone.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -492,4 +493,54 @@ fn fuzz_manifests_bad_objects_leave_the_plan_of_the_valid_ones_unchanged() {
     crate::testing::fuzz("manifests beside bad objects", 400, case(), |case| {
         check(&case)
     });
+}
+
+/// One Service and a slice of `n` endpoints, in the file format of `name`.
+fn large_slice_file(n: usize, name: &str) -> String {
+    let s = Svc {
+        service_type: 1,
+        v6: false,
+        local: false,
+        affinity: false,
+        ports: vec![((80, 0), 8080)],
+        endpoints: Vec::new(),
+    };
+    let mut slice = slice_json(0, &s, "big", "web", "web-a", 0);
+    slice["endpoints"] = (0..n)
+        .map(|i| {
+            json!({
+                "addresses": [format!("10.{}.{}.{}", 64 + i / 65536, (i / 256) % 256, i % 256)],
+                "conditions": {"ready": true},
+                "nodeName": "node-2",
+            })
+        })
+        .collect();
+    let docs = [service_json(0, &s, "big", "web", 0), slice];
+    render(&docs, name.ends_with(".json"), true)
+}
+
+#[test]
+fn an_endpoint_slice_of_100000_endpoints_is_programmed() {
+    const N: usize = 100_000;
+    for name in ["big.json", "big.yaml"] {
+        let text = large_slice_file(N, name);
+        let started = std::time::Instant::now();
+        let objects = crate::source::manifests::parse_text(Path::new(name), &text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut state = store();
+        for o in objects {
+            let problems = state.apply(SourceEvent::Apply(o));
+            assert!(problems.is_empty(), "{problems:?}");
+        }
+        let p = plan(&state, &node(), &PlanConfig::default());
+        // The cluster IP and the NodePorts, each with every endpoint.
+        assert!(p.table.services.len() >= 2, "{name}");
+        for entry in p.table.services.values() {
+            assert_eq!(entry.dests.len(), N, "{name}");
+        }
+        eprintln!(
+            "{name}: {N} endpoints parsed, converted and planned in {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -137,7 +137,9 @@ fn an_alias_bomb_is_not_expanded() {
     let typed = format!(
         "{head}{bomb}spec: {{clusterIP: 10.96.0.1, ports: [{{port: 80}}], selector: *x9}}\n"
     );
-    for (name, text) in [("ignored", ignored), ("typed", typed)] {
+    // Text that is no YAML node grows the node budget, not the alias limit.
+    let padded = format!("# {}\n{head}{bomb}{spec}", "x".repeat(2 << 20));
+    for (name, text) in [("ignored", ignored), ("typed", typed), ("padded", padded)] {
         let result =
             on_worker_stack(move || parse_text(Path::new("bomb.yaml"), &text).map(|o| o.len()));
         match &result {
