@@ -243,6 +243,13 @@ fn a_reply_whose_length_is_below_its_headers_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn a_zero_length_attribute_ends_the_walk_with_an_error() {
+    assert!(attrs(&[0, 0, 2, 0, 8, 0, 1, 0, 1, 0, 0, 0]).is_err());
+    let m = reply("S", "hash:ip", 2, &[0, 0, 7, 0]);
+    assert!(set_from(&[m]).is_err());
+}
+
+#[test]
 fn a_truncated_attribute_is_an_error_not_a_panic() {
     assert!(attrs(&[8, 0, 1, 0, 1]).is_err());
     assert!(entry_text("hash:ip", &[]).is_err());

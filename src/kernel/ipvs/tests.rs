@@ -135,3 +135,18 @@ fn fuzz_ipvs_replies_decode_or_fail_without_panic() {
         },
     );
 }
+
+#[test]
+fn zero_length_attributes_end_the_walk_with_an_error() {
+    use super::wire::raw_attrs;
+    // An attribute claiming 0 bytes, then one that would be read next.
+    let attrs = [0, 0, 2, 0, 8, 0, 1, 0, 1, 0, 0, 0];
+    let walked: Vec<_> = raw_attrs(&attrs).collect();
+    assert!(matches!(walked.as_slice(), [Err(_)]), "{walked:?}");
+    let mut msg = encode(IpvsMessage::new(IpvsCmd::GetInfo, vec![]));
+    msg.extend(attrs);
+    let len = (msg.len() as u32).to_ne_bytes();
+    msg[..4].copy_from_slice(&len);
+    assert!(decode_message(&msg).is_err());
+    assert!(dest_from_message(&msg, AF_INET).is_err());
+}
