@@ -7,7 +7,7 @@ VM := scripts/vm
 # Host packages the host-side tests use (iptables mode inside `unshare -n`).
 HOST_PACKAGES := iptables ipset iproute2 conntrack jq util-linux curl python3
 
-.PHONY: all setup build test test-host test-vm demo bench fmt fmt-check clippy shellcheck
+.PHONY: all setup build test test-host test-vm fuzz demo bench fmt fmt-check clippy shellcheck
 
 all: build
 
@@ -45,6 +45,12 @@ test-host:
 ##          (VM_TEST_FILTER=substring runs a subset)
 test-vm:
 	scripts/build-vm-tests.sh
+
+## fuzz: the generated-input tests (`fuzz_*`: manifests, conversion and planners, the
+##       netlink decoders, the iptables-save and ipset parsers) at KPROXY_FUZZ_SCALE
+##       times the inputs `make test` tries (default 20); each prints its count
+fuzz:
+	KPROXY_FUZZ_SCALE=$${KPROXY_FUZZ_SCALE:-20} $(CARGO) test --lib fuzz_ -- --nocapture
 
 ## demo: kproxy programs IPVS for examples/ in the VM; real requests go through it
 demo: setup

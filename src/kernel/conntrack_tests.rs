@@ -177,3 +177,81 @@ fn twin_deletes_by_tuple_and_zone_and_refuses_a_stale_id() {
     assert!(twin.entries.is_empty());
     assert_eq!(twin.batches, vec![1, 2]);
 }
+
+/// A dump message of `flow`, as the kernel lists an entry.
+fn dumped(flow: &Flow) -> Vec<u8> {
+    let mut attrs = vec![
+        ConntrackAttribute::CtaTupleOrig(tuple_attrs(&flow.orig, flow.protocol)),
+        ConntrackAttribute::CtaTupleReply(tuple_attrs(&flow.reply, flow.protocol)),
+        ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, flow.zone.to_be_bytes().to_vec())),
+    ];
+    if let Some(id) = flow.id {
+        attrs.push(ConntrackAttribute::Other(DefaultNla::new(
+            CTA_ID,
+            id.to_be_bytes().to_vec(),
+        )));
+    }
+    bytes(request(
+        flow.family(),
+        ConntrackMessage::New(attrs),
+        Vec::new(),
+    ))
+}
+
+#[test]
+fn fuzz_conntrack_entries_decode_or_fail_without_panic() {
+    let seeds = vec![
+        KERNEL_UDP_ENTRY.to_vec(),
+        bytes(delete_request(&kernel_udp_flow())),
+        bytes(dump_request(IpFamily::V6, Protocol::Sctp)),
+    ];
+    crate::testing::fuzz(
+        "conntrack entries",
+        20_000,
+        crate::testing::replies(seeds),
+        |m| {
+            let _ = flow_from_message(&m);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn fuzz_conntrack_entries_read_back_as_listed() {
+    use proptest::prelude::*;
+    let ip = |v6: bool| -> BoxedStrategy<std::net::IpAddr> {
+        if v6 {
+            any::<[u8; 16]>().prop_map(std::net::IpAddr::from).boxed()
+        } else {
+            any::<[u8; 4]>().prop_map(std::net::IpAddr::from).boxed()
+        }
+    };
+    let tuple = move |v6: bool| {
+        (ip(v6), ip(v6), any::<u16>(), any::<u16>()).prop_map(|(src, dst, sp, dp)| Tuple {
+            src,
+            dst,
+            src_port: sp,
+            dst_port: dp,
+        })
+    };
+    let flow = any::<bool>().prop_flat_map(move |v6| {
+        (
+            prop::sample::select(vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp]),
+            tuple(v6),
+            tuple(v6),
+            any::<u16>(),
+            any::<Option<u32>>(),
+        )
+            .prop_map(|(protocol, orig, reply, zone, id)| Flow {
+                protocol,
+                orig,
+                reply,
+                zone,
+                id,
+            })
+    });
+    crate::testing::fuzz("conntrack round trip", 3_000, flow, |flow| {
+        prop_assert_eq!(flow_from_message(&dumped(&flow)).unwrap(), Some(flow));
+        Ok(())
+    });
+}

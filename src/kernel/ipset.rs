@@ -352,4 +352,92 @@ mod tests {
         assert!(t.restore("destroy A\n").is_err());
         assert!(t.sets.contains_key("A"));
     }
+
+    /// A word as `ipset save` prints one: no whitespace.
+    fn word() -> impl proptest::strategy::Strategy<Value = String> {
+        "[A-Za-z0-9:,./_-]{1,20}"
+    }
+
+    fn sets() -> impl proptest::strategy::Strategy<Value = BTreeMap<String, LiveSet>> {
+        use proptest::prelude::*;
+        let set = (
+            word(),
+            prop::collection::vec(word(), 0..6),
+            prop::collection::btree_set(word(), 0..8),
+        )
+            .prop_map(|(set_type, options, entries)| LiveSet {
+                set_type,
+                options,
+                entries,
+            });
+        prop::collection::btree_map("KUBE-[A-Z0-9-]{1,20}", set, 0..5)
+    }
+
+    /// A line that is neither a create nor an add (a comment, a header, junk).
+    fn other_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        "\\PC{0,40}".prop_filter("not a create or add", |l| {
+            !matches!(l.split_whitespace().next(), Some("create" | "add"))
+        })
+    }
+
+    #[test]
+    fn fuzz_ipset_save_text_reads_back_whatever_lines_lie_between() {
+        use proptest::prelude::*;
+        let input = (
+            sets(),
+            prop::collection::vec(other_line(), 0..10),
+            any::<u64>(),
+        );
+        crate::testing::fuzz("ipset save text", 1_500, input, |(sets, junk, seed)| {
+            let mut lines = Vec::new();
+            for (name, s) in &sets {
+                lines.push(format!(
+                    "create {name} {} {}",
+                    s.set_type,
+                    s.options.join(" ")
+                ));
+                lines.extend(s.entries.iter().map(|e| format!("add {name} {e}")));
+            }
+            // Junk goes in at positions the seed picks.
+            for (i, j) in junk.iter().enumerate() {
+                let at = (seed as usize).wrapping_add(i * 7919) % (lines.len() + 1);
+                lines.insert(at, j.clone());
+            }
+            let text = lines.join("\n");
+            prop_assert_eq!(parse_save(&text), sets.clone());
+            let _ = parse_headers(&text);
+            let listing: String = sets
+                .iter()
+                .map(|(n, s)| {
+                    format!(
+                        "Name: {n}\nType: {}\nHeader: x\nNumber of entries: {}\n",
+                        s.set_type,
+                        s.entries.len()
+                    )
+                })
+                .collect();
+            let headers = parse_headers(&listing);
+            prop_assert_eq!(headers.len(), sets.len());
+            for (n, s) in &sets {
+                prop_assert_eq!(headers[n].entries, s.entries.len());
+                prop_assert_eq!(&headers[n].set_type, &s.set_type);
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_ipset_text_of_any_kind_parses_without_panic() {
+        crate::testing::fuzz(
+            "ipset text",
+            1_500,
+            "(create|add|Name: |Type: |Number of entries: |\\PC|\\s){0,60}",
+            |text| {
+                let _ = parse_save(&text);
+                let _ = parse_headers(&text);
+                Ok(())
+            },
+        );
+    }
 }

@@ -176,7 +176,10 @@ fn message_attrs(msg: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
         return Err(format!("ipset reply of {} bytes", msg.len()).into());
     }
     let len = (u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]) as usize).min(msg.len());
-    attrs(&msg[20..len])
+    let body = msg
+        .get(20..len)
+        .ok_or_else(|| format!("ipset reply whose header claims {len} bytes"))?;
+    attrs(body)
 }
 
 fn cstr(v: &[u8]) -> String {

@@ -233,6 +233,23 @@ fn a_set_is_read_from_its_header_and_member_parts() {
 }
 
 #[test]
+fn a_reply_whose_length_is_below_its_headers_is_an_error_not_a_panic() {
+    // Found by fuzz_ipset_replies_decode_or_fail_without_panic: nlmsg_len
+    // 16 in a 36-byte reply sliced the attributes as msg[20..16].
+    let mut m = reply("S", "hash:ip", 2, &[]);
+    m[..4].copy_from_slice(&16u32.to_ne_bytes());
+    assert!(headers_from(&[m.clone()]).is_err());
+    assert!(set_from(&[m]).is_err());
+}
+
+#[test]
+fn a_zero_length_attribute_ends_the_walk_with_an_error() {
+    assert!(attrs(&[0, 0, 2, 0, 8, 0, 1, 0, 1, 0, 0, 0]).is_err());
+    let m = reply("S", "hash:ip", 2, &[0, 0, 7, 0]);
+    assert!(set_from(&[m]).is_err());
+}
+
+#[test]
 fn a_truncated_attribute_is_an_error_not_a_panic() {
     assert!(attrs(&[8, 0, 1, 0, 1]).is_err());
     assert!(entry_text("hash:ip", &[]).is_err());
@@ -347,5 +364,149 @@ mod writes {
         assert_eq!(parse_line("  ").unwrap(), Line::Blank);
         assert!(parse_line("swap A B").is_err());
         assert!(refusal(4103).contains("same name already exists"));
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use crate::kernel::ipset_netlink::write::*;
+    use proptest::prelude::*;
+
+    /// A headers dump and a members dump as the kernel sends them.
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut adt = nested(
+            IPSET_ATTR_DATA,
+            &[ip(IPSET_ATTR_IP, "10.96.0.1"), port_proto(443, 6)].concat(),
+        );
+        adt.extend(nested(
+            IPSET_ATTR_DATA,
+            &[
+                ip(IPSET_ATTR_IP, "fd00::7"),
+                port_proto(53, 17),
+                ip(IPSET_ATTR_IP2, "fd00::1"),
+            ]
+            .concat(),
+        ));
+        vec![
+            reply("KUBE-CLUSTER-IP", "hash:ip,port", 2, &header_data(10)),
+            reply(
+                "KUBE-LOOP-BACK",
+                "hash:ip,port,ip",
+                10,
+                &[header_data(2), nested(IPSET_ATTR_ADT, &adt)].concat(),
+            ),
+            reply(
+                "KUBE-NODE-PORT-TCP",
+                "bitmap:port",
+                0,
+                &nested(
+                    IPSET_ATTR_ADT,
+                    &nested(IPSET_ATTR_DATA, &port_proto(30080, 0)[..8]),
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn fuzz_ipset_replies_decode_or_fail_without_panic() {
+        crate::testing::fuzz(
+            "ipset replies",
+            20_000,
+            (
+                crate::testing::replies(seeds()),
+                prop::sample::select(vec!["hash:ip", "hash:ip,port,net", "bitmap:port", ""]),
+            ),
+            |(bytes, set_type)| {
+                let replies = [bytes.clone(), bytes.clone()];
+                let _ = headers_from(&replies);
+                let _ = set_from(&replies);
+                let _ = attrs(&bytes);
+                let _ = entry_text(set_type, &bytes);
+                let _ = entry_text(set_type, bytes.get(20..).unwrap_or_default());
+                Ok(())
+            },
+        );
+    }
+
+    /// An entry of one of the set types kproxy writes, in `ipset save`'s form.
+    fn entry() -> impl Strategy<Value = (&'static str, String)> {
+        let ip = prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+        ];
+        let proto = prop::sample::select(vec!["tcp", "udp", "sctp", "udplite"]);
+        let net = (ip.clone(), any::<u8>()).prop_map(|(ip, c)| {
+            let full = if ip.is_ipv4() { 32 } else { 128 };
+            if c == full {
+                ip.to_string()
+            } else {
+                format!("{ip}/{c}")
+            }
+        });
+        prop_oneof![
+            any::<u16>().prop_map(|p| ("bitmap:port", p.to_string())),
+            ip.clone().prop_map(|ip| ("hash:ip", ip.to_string())),
+            (ip.clone(), proto.clone(), any::<u16>())
+                .prop_map(|(ip, pr, p)| ("hash:ip,port", format!("{ip},{pr}:{p}"))),
+            (ip.clone(), proto, any::<u16>(), net)
+                .prop_map(|(ip, pr, p, n)| ("hash:ip,port,net", format!("{ip},{pr}:{p},{n}"))),
+        ]
+    }
+
+    #[test]
+    fn fuzz_ipset_entries_read_back_as_written() {
+        crate::testing::fuzz("ipset entries", 5_000, entry(), |(set_type, text)| {
+            let (_, data) = entry_attrs(&text).map_err(TestCaseError::fail)?;
+            let back =
+                entry_text(set_type, &data).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(back, text);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_ipset_script_lines_parse_or_name_the_problem() {
+        let word = prop_oneof![
+            prop::sample::select(vec![
+                "create",
+                "add",
+                "del",
+                "flush",
+                "destroy",
+                "family",
+                "inet6",
+                "hashsize",
+                "range",
+                "0-65535",
+                "1.2.3.4/33",
+                "fd00::1,tcp:80,::/200",
+                "tcp:",
+                ",,",
+            ])
+            .prop_map(String::from),
+            "\\PC{0,12}",
+        ];
+        let line = prop::collection::vec(word, 0..7).prop_map(|w| w.join(" "));
+        crate::testing::fuzz("ipset script lines", 5_000, line, |line| {
+            match parse_line(&line) {
+                Ok(Line::Add(_, e) | Line::Del(_, e)) => {
+                    if let Err(reason) = entry_attrs(e) {
+                        prop_assert!(!reason.is_empty());
+                    }
+                }
+                Ok(Line::Create {
+                    name,
+                    set_type,
+                    args,
+                }) => {
+                    if let Err(reason) = create_request(7, name, set_type, &args, 1) {
+                        prop_assert!(!reason.is_empty());
+                    }
+                }
+                Ok(_) => {}
+                Err(reason) => prop_assert!(reason.contains(line.trim_end())),
+            }
+            Ok(())
+        });
     }
 }

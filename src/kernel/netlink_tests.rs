@@ -202,3 +202,71 @@ fn encoding_sets_length_sequence_and_flags() {
         .unwrap();
     assert!(matches!(back.payload, NetlinkPayload::InnerMessage(_)));
 }
+
+/// Datagrams as the kernel sends them: data, acks, errors with and without
+/// extended-ack text, dump ends, several in one datagram.
+fn seed_datagrams() -> Vec<Vec<u8>> {
+    let echoed = nlmsg(0x20, NLM_F_REQUEST | NLM_F_ACK, 9, &[1; 12]);
+    let capped = nlmsg(0x20, NLM_F_REQUEST | NLM_F_ACK, 9, &[]);
+    let mut dump = nlmsg(0x20, 2, 5, &[4, 1, 0, 0, 8, 0, 1, 0, 1, 0, 0, 0]);
+    dump.extend(nlmsg(NLMSG_DONE, 2, 5, &0i32.to_ne_bytes()));
+    vec![
+        nlmsg(NLMSG_ERROR, 0, 6, &0i32.to_ne_bytes()),
+        error_reply(NLM_F_ACK_TLVS, &echoed, &ext_ack_attr(b"text\0")),
+        error_reply(
+            NLM_F_CAPPED | NLM_F_ACK_TLVS,
+            &capped,
+            &ext_ack_attr(b"capped\0"),
+        ),
+        nlmsg(NLMSG_DONE, 2, 5, &(-libc::EBUSY).to_ne_bytes()),
+        dump,
+    ]
+}
+
+#[test]
+fn fuzz_datagrams_split_into_messages_without_panic_or_endless_walk() {
+    use proptest::prelude::*;
+    crate::testing::fuzz(
+        "netlink datagrams",
+        20_000,
+        crate::testing::replies(seed_datagrams()),
+        |d| {
+            let mut walked = 0;
+            let mut lost = false;
+            for r in replies(&d) {
+                walked += 1;
+                // Every step consumes a whole header at least.
+                prop_assert!(walked <= d.len() / HEADER_LEN);
+                prop_assert!(!lost, "the walk goes on after a bad header");
+                match r {
+                    Ok((_, Reply::Data(m, _))) => {
+                        prop_assert!(m.len() >= HEADER_LEN && m.len() <= d.len())
+                    }
+                    Ok(_) => {}
+                    // A framed message with a short body is skipped; a
+                    // header that does not frame ends the datagram.
+                    Err(NetlinkError::Malformed("truncated NLMSG_ERROR")) => {}
+                    Err(_) => lost = true,
+                }
+            }
+            for flags in [0, NLM_F_ACK_TLVS, NLM_F_ACK_TLVS | NLM_F_CAPPED] {
+                let _ = ext_ack_message(flags, &d);
+                let _ = ext_ack_message(flags, d.get(20..).unwrap_or_default());
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn zero_lengths_end_the_walk_with_an_error() {
+    // A header claiming 0 bytes, and an extended ack whose attribute claims 0.
+    let mut d = nlmsg(0x20, 0, 1, &[0; 8]);
+    d[..4].copy_from_slice(&0u32.to_ne_bytes());
+    let r: Vec<_> = replies(&d).collect();
+    assert!(matches!(r.as_slice(), [Err(NetlinkError::Malformed(_))]));
+    let capped = nlmsg(0x20, NLM_F_REQUEST | NLM_F_ACK, 9, &[]);
+    let mut body = capped.clone();
+    body.extend([0, 0, 1, 0, 0, 0, 0, 0]);
+    assert_eq!(ext_ack_message(NLM_F_ACK_TLVS | NLM_F_CAPPED, &body), None);
+}

@@ -453,4 +453,135 @@ mod tests {
             "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n*nat\n:KUBE-PROXY-CANARY - [0:0]\n:KUBE-SEP-OLD - [0:0]\n:KUBE-SERVICES - [0:0]\n-I PREROUTING 1 -j KUBE-SERVICES\n-A KUBE-SERVICES -j KUBE-SVC-X\n-X KUBE-SEP-OLD\nCOMMIT\n"
         );
     }
+
+    /// A rule as iptables-save prints one: options, values, a quoted comment.
+    fn rule() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let word = prop_oneof![
+            prop::sample::select(vec![
+                "-j",
+                "-d",
+                "!",
+                "-s",
+                "-m",
+                "--probability",
+                "--or-mark",
+                "--xor-mark",
+                "MARK",
+                "--mask",
+                "--rsource",
+                "--reject-with",
+                "-p",
+                "tcp",
+                "--dport",
+                "-1",
+                "0.5",
+                "NaN",
+                "1e308",
+                "10.0.0.1",
+                "fd00::1",
+                "\\",
+                "\"",
+            ])
+            .prop_map(String::from),
+            "[!-~]{1,12}",
+            "\"[ -~]{0,20}\"",
+        ];
+        prop::collection::vec(word, 0..12).prop_map(|w| w.join(" "))
+    }
+
+    fn table() -> impl proptest::strategy::Strategy<Value = SavedTable> {
+        use proptest::prelude::*;
+        prop::collection::btree_map(
+            "[A-Z][A-Z0-9-]{0,20}",
+            prop::collection::vec(rule(), 0..5),
+            0..5,
+        )
+        .prop_map(|chains| SavedTable { chains })
+    }
+
+    fn save_text(tables: &[(&str, &SavedTable)], comments: &[String]) -> String {
+        let mut out = String::new();
+        for (i, (name, t)) in tables.iter().enumerate() {
+            if let Some(c) = comments.get(i) {
+                out.push_str(&format!("# {c}\n"));
+            }
+            out.push_str(&format!("*{name}\n"));
+            for chain in t.chains.keys() {
+                out.push_str(&format!(":{chain} - [0:0]\n"));
+            }
+            for (chain, rules) in &t.chains {
+                for r in rules {
+                    out.push_str(&format!("-A {chain} {r}\n"));
+                }
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+
+    #[test]
+    fn fuzz_iptables_save_reads_back_each_table_whatever_else_it_holds() {
+        use proptest::prelude::*;
+        let input = (
+            table(),
+            table(),
+            table(),
+            table(),
+            prop::collection::vec("[ -~]{0,30}", 0..5),
+        );
+        crate::testing::fuzz(
+            "iptables-save text",
+            1_000,
+            input,
+            |(nat, filter, mangle, raw, comments)| {
+                let text = save_text(
+                    &[
+                        ("raw", &raw),
+                        ("nat", &nat),
+                        ("filter", &filter),
+                        ("mangle", &mangle),
+                    ],
+                    &comments,
+                );
+                let saved = SavedTables::parse(&text);
+                prop_assert_eq!(&saved.nat, &nat);
+                prop_assert_eq!(&saved.filter, &filter);
+                prop_assert_eq!(&saved.mangle, &mangle);
+                for (chain, rules) in &nat.chains {
+                    prop_assert!(saved.nat.matches(chain, rules));
+                    for r in rules {
+                        prop_assert!(saved.nat.contains_rule(chain, r));
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn fuzz_iptables_text_of_any_kind_parses_without_panic() {
+        use proptest::prelude::*;
+        let line = prop_oneof![
+            rule().prop_map(|r| format!("-A X {r}")),
+            "[*:#-]?\\PC{0,30}",
+        ];
+        crate::testing::fuzz(
+            "iptables text",
+            1_500,
+            prop::collection::vec(line, 0..20),
+            |lines| {
+                let text = lines.join("\n");
+                let saved = SavedTables::parse(&text);
+                for rule in saved.nat.chains.values().flatten() {
+                    let _ = normalize(rule);
+                }
+                for l in &lines {
+                    let _ = normalize(l);
+                    let _ = crate::kernel::iptables::jump_target(l);
+                }
+                Ok(())
+            },
+        );
+    }
 }

@@ -262,3 +262,6 @@ impl<T: Ipvs> Ipvs for std::sync::Arc<std::sync::Mutex<T>> {
         self.lock().unwrap().timeouts()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -147,3 +147,75 @@ async fn works_on_a_current_thread_runtime_it_does_not_drive() {
     let mut links = NetlinkLinks::new().unwrap();
     assert!(has_loopback(&mut links));
 }
+
+/// `msg` as one whole netlink message, as the kernel sends it in a dump.
+fn wire(msg: RouteNetlinkMessage) -> Vec<u8> {
+    let mut m = NetlinkMessage::from(msg);
+    m.header.flags = 2; // NLM_F_MULTI
+    m.finalize();
+    let mut b = vec![0; m.buffer_len()];
+    m.serialize(&mut b);
+    b
+}
+
+/// An NLMSG_ERROR with extended-ack text after a capped echo.
+fn error_wire() -> Vec<u8> {
+    let text = b"Invalid prefix length\0";
+    let mut body = (-libc::EINVAL).to_ne_bytes().to_vec();
+    body.extend(echoed_header(40));
+    body.extend(((4 + text.len()) as u16).to_ne_bytes());
+    body.extend(1u16.to_ne_bytes());
+    body.extend(text);
+    body.resize((body.len() + 3) & !3, 0);
+    let mut bytes = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+    bytes.extend(NLMSG_ERROR.to_ne_bytes());
+    bytes.extend((NLM_F_CAPPED | NLM_F_ACK_TLVS).to_ne_bytes());
+    bytes.extend([0; 8]);
+    bytes.extend(body);
+    bytes
+}
+
+#[test]
+fn fuzz_rtnetlink_replies_decode_or_fail_without_panic() {
+    let mut link = LinkDummy::new("kube-ipvs0").build();
+    link.header.index = 7;
+    link.attributes.push(LinkAttribute::Mtu(1500));
+    let seeds = vec![
+        wire(RouteNetlinkMessage::NewAddress(host_address(
+            7,
+            "10.96.0.1".parse().unwrap(),
+        ))),
+        wire(RouteNetlinkMessage::NewAddress(host_address(
+            7,
+            "fd00::1".parse().unwrap(),
+        ))),
+        wire(RouteNetlinkMessage::NewLink(link)),
+        error_wire(),
+    ];
+    crate::testing::fuzz(
+        "rtnetlink replies",
+        10_000,
+        crate::testing::replies(seeds),
+        |bytes| {
+            // What the connection decodes, then what the adapter reads of it.
+            let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes) else {
+                return Ok(());
+            };
+            match &msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => {
+                    let _ = address_of(a);
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    let _ = link_kind(l);
+                }
+                NetlinkPayload::Error(e) => {
+                    if let Some(code) = e.code {
+                        let _ = refusal(msg.header.flags, code.get(), &e.header);
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        },
+    );
+}

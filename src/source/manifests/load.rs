@@ -306,3 +306,7 @@ pub(super) fn list_files(dir: &Path) -> std::io::Result<BTreeSet<PathBuf>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

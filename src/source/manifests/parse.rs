@@ -188,6 +188,19 @@ fn yaml_error(path: &Path, first_line: u64, e: &serde_saphyr::Error) -> FileErro
     }
 }
 
+/// serde-saphyr's limits, with the node and event counts grown to the
+/// document's size: a large document (a slice of 100,000 endpoints, a List
+/// of a whole cluster) loads, while alias expansion stays bounded by the
+/// text's own size and by the alias-replay limit.
+fn yaml_options(doc: &str) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = budget.max_nodes.max(doc.len());
+    budget.max_events = budget.max_events.max(2 * doc.len());
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 fn parse_yaml_document(
     path: &Path,
     first_line: u64,
@@ -195,7 +208,7 @@ fn parse_yaml_document(
     out: &mut FileObjects,
 ) -> Result<(), FileError> {
     let at = |e: serde_saphyr::Error| yaml_error(path, first_line, &e);
-    let tm: TypeMeta = serde_saphyr::from_str(doc).map_err(at)?;
+    let tm: TypeMeta = serde_saphyr::from_str_with_options(doc, yaml_options(doc)).map_err(at)?;
     let kind = classify(&tm).map_err(|reason| FileError {
         path: path.to_path_buf(),
         line: Some(first_line),
@@ -203,8 +216,12 @@ fn parse_yaml_document(
     })?;
     match kind {
         DocKind::Object(kind) => {
-            let obj =
-                serde_saphyr::with_deserializer_from_str(doc, |de| decode(kind, de)).map_err(at)?;
+            let obj = serde_saphyr::with_deserializer_from_str_with_options(
+                doc,
+                yaml_options(doc),
+                |de| decode(kind, de),
+            )
+            .map_err(at)?;
             out.objects.push(obj);
         }
         DocKind::Ignored(k) => {
@@ -216,7 +233,8 @@ fn parse_yaml_document(
                 #[serde(default)]
                 items: Vec<serde_saphyr::Spanned<serde_json::Value>>,
             }
-            let list: Items = serde_saphyr::from_str(doc).map_err(at)?;
+            let list: Items =
+                serde_saphyr::from_str_with_options(doc, yaml_options(doc)).map_err(at)?;
             for (i, item) in list.items.into_iter().enumerate() {
                 // Items go through an untyped value so that each can pick its
                 // type; the item's own line still points at it.
@@ -299,3 +317,7 @@ fn strip_json_position(e: &serde_json::Error) -> String {
         _ => s,
     }
 }
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;
