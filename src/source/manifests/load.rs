@@ -123,16 +123,7 @@ impl Loader {
             // decides when it is read.
             for obj in parsed.objects {
                 let r = obj.object_ref();
-                match self.later_definer(path, &r) {
-                    Some(later) if changed.contains(&later) => {
-                        deferred.insert(r, (later, obj));
-                    }
-                    Some(_) => {}
-                    None => {
-                        result.changed = true;
-                        emit(SourceEvent::Apply(obj));
-                    }
-                }
+                result.changed |= self.send_or_defer(path, r, obj, &changed, &mut deferred, emit);
             }
             // Objects deferred to this file that it no longer defines go to
             // the next file that does, or out now when none does.
@@ -143,18 +134,9 @@ impl Loader {
                 .collect();
             for r in waiting {
                 let (_, obj) = deferred.remove(&r).unwrap();
-                if self.defines(path, &r) {
-                    continue;
-                }
-                match self.later_definer(path, &r) {
-                    Some(later) if changed.contains(&later) => {
-                        deferred.insert(r, (later, obj));
-                    }
-                    Some(_) => {}
-                    None => {
-                        result.changed = true;
-                        emit(SourceEvent::Apply(obj));
-                    }
+                if !self.defines(path, &r) {
+                    result.changed |=
+                        self.send_or_defer(path, r, obj, &changed, &mut deferred, emit);
                 }
             }
         }
@@ -213,6 +195,32 @@ impl Loader {
             }
         }
         any
+    }
+
+    /// Send `obj` (defined in `path`) unless a later file defines it too:
+    /// an unchanged later file already gave the store its version, a
+    /// changed one decides when it is read (`obj` waits in `deferred`).
+    /// Returns whether it was sent.
+    fn send_or_defer(
+        &self,
+        path: &Path,
+        r: ObjectRef,
+        obj: Object,
+        changed: &BTreeSet<PathBuf>,
+        deferred: &mut BTreeMap<ObjectRef, (PathBuf, Object)>,
+        emit: &mut dyn FnMut(SourceEvent),
+    ) -> bool {
+        match self.later_definer(path, &r) {
+            Some(later) if changed.contains(&later) => {
+                deferred.insert(r, (later, obj));
+                false
+            }
+            Some(_) => false,
+            None => {
+                emit(SourceEvent::Apply(obj));
+                true
+            }
+        }
     }
 
     /// The first file after `path` (in name order) that defines `r`.
