@@ -29,6 +29,11 @@ finish() {
   fi
   [ -z "$CLIENT_PID" ] || kill "$CLIENT_PID" 2>/dev/null || true
   cleanup_test
+  # Empty IPVS here, now: left to the namespace's teardown, the kernel
+  # removes 2,000 virtual servers under its global IPVS mutex after this
+  # script has ended, and the next test's IPVS calls wait for it.
+  ipvsadm -C 2>/dev/null || true
+  ip link del kube-ipvs0 2>/dev/null || true
 }
 trap finish EXIT
 T0=$SECONDS
