@@ -81,11 +81,23 @@ fn family_prefix(family: IpFamily) -> &'static str {
 #[derive(Clone, Debug)]
 pub struct IptablesCmd {
     pub backend: Backend,
+    /// The programs write through nf_tables (settled once: for the plain
+    /// programs it takes running `iptables --version`).
+    nf_tables: bool,
 }
 
 impl IptablesCmd {
     pub fn new(backend: Backend) -> Self {
-        Self { backend }
+        let nf_tables = match backend {
+            Backend::Nft => true,
+            Backend::Legacy => false,
+            // `iptables --version` names its backend: "v1.8.9 (nf_tables)".
+            Backend::Default => Command::new("iptables")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables")),
+        };
+        Self { backend, nf_tables }
     }
 
     /// Use the backend the rest of the node uses, detected as Kubernetes'
@@ -147,7 +159,7 @@ impl IptablesCmd {
             }
         };
         tracing::debug!(?backend, "iptables backend");
-        Self { backend }
+        Self::new(backend)
     }
 
     fn program(&self, family: IpFamily, tool: &str) -> String {
@@ -236,15 +248,7 @@ impl Iptables for IptablesCmd {
     }
 
     fn nf_tables(&self) -> bool {
-        match self.backend {
-            Backend::Nft => true,
-            Backend::Legacy => false,
-            // `iptables --version` names its backend: "v1.8.9 (nf_tables)".
-            Backend::Default => Command::new("iptables")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables")),
-        }
+        self.nf_tables
     }
 }
 
