@@ -87,19 +87,11 @@ client_start() { # STATE
   client "$1" &
   CLIENT_PID=$!
 }
-SUMMARY=()
 client_stop() { # PHASE STATE
-  local sent failed
   touch "$2.stop"
   wait "$CLIENT_PID" || true
   CLIENT_PID=
-  read -r sent failed <"$2"
-  SUMMARY+=("$1: $sent requests sent, $failed failed")
-  log "$(elapsed) $1: $sent requests sent, $failed failed"
-  if [ "$failed" != 0 ]; then
-    sed 's/^/#   /' "$2.failures" >&2
-    fail "$1: $failed of $sent requests failed"
-  fi
+  client_result "$1" "$2"
 }
 
 # --- the checks -------------------------------------------------------------------

@@ -185,7 +185,6 @@ snapshot() { snapshot_kernel; }
 # switch NAME MODE WHO: the running proxy stops, WHO (kproxy or upstream)
 # starts in MODE, under the client's requests; the kernel state is
 # recorded before the stop and after the new proxy's first sync.
-SUMMARY=()
 switch() {
   local name=$1 mode=$2 state=$WORK/client.$1 since sent_at_sync
   rm -f "$state" "$state.stop" "$state.failures"
@@ -215,14 +214,7 @@ switch() {
   HOLD_PID=
   [ "$held" = 0 ] || fail "$name: the connection held across the switch broke: $(cat "$state.hold")"
   log "$(elapsed) $name: the connection held across the switch got all its $(cat "$state.hold") answers from $(cat "$state.held")"
-  local sent failed
-  read -r sent failed <"$state"
-  SUMMARY+=("$name: $sent requests sent, $failed failed")
-  log "$(elapsed) $name: $sent requests sent, $failed failed"
-  if [ "$failed" != 0 ]; then
-    sed 's/^/#   /' "$state.failures" >&2
-    fail "$name: $failed of $sent requests failed"
-  fi
+  client_result "$name" "$state"
   if [ "$mode" = ipvs ]; then
     counters_kept "$WORK/stats.$name.before" "$WORK/stats.$name.after" ||
       fail "$name: a virtual or real server was re-created (ipvsadm -Ln --stats before and after)"

@@ -45,3 +45,16 @@ wait_sent() {
     sleep 0.2
   done
 }
+# client_result PHASE STATE: the stopped client's figures, logged and kept
+# in SUMMARY; any failed request fails the test, its failures printed.
+SUMMARY=()
+client_result() {
+  local sent failed
+  read -r sent failed <"$2"
+  SUMMARY+=("$1: $sent requests sent, $failed failed")
+  log "$(elapsed) $1: $sent requests sent, $failed failed"
+  if [ "$failed" != 0 ]; then
+    sed 's/^/#   /' "$2.failures" >&2
+    fail "$1: $failed of $sent requests failed"
+  fi
+}
